@@ -1,0 +1,434 @@
+"""The agent's configuration: one TOML file, read strictly once at start, then passed down.
+
+Relative paths in the file are taken relative to the file's own folder, so a site folder can
+be moved as a whole. See README.md, "Configuration reference", for every key.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from shared.passwords import PasswordHashError, check_hash_format
+from shared.sizes import parse_size
+from shared.strict_toml import ConfigError, Table, load_toml
+
+__all__ = ["AgentConfig", "ConfigError", "load_agent_config"]
+
+RECORDING_MODES = ("continuous", "motion", "schedule", "event", "relay_only")
+SOURCE_KINDS = ("synthetic", "rtsp", "file", "picamera2")
+WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+_USERNAME = re.compile(r"^[A-Za-z0-9_.@-]{1,64}$")
+_HH_MM = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$|^24:00$")
+DAY_S = 86_400
+
+
+@dataclass(frozen=True)
+class SiteSettings:
+    id: str
+    name: str
+    time_zone: str
+
+
+@dataclass(frozen=True)
+class StorageSettings:
+    path: Path
+    quota_bytes: int
+    hold_budget_bytes: int
+    max_age_s: int
+    key_path: Path
+
+
+@dataclass(frozen=True)
+class ApiSettings:
+    bind: str
+    port: int
+    scheme: str
+
+
+@dataclass(frozen=True)
+class UserAccount:
+    username: str
+    password_hash: str
+    devices: tuple[str, ...]  # device ids, or "*" for every device
+
+
+@dataclass(frozen=True)
+class VideoSpec:
+    width: int
+    height: int
+    fps: int
+    bitrate_bps: int
+
+
+@dataclass(frozen=True)
+class SyntheticSettings:
+    hq: VideoSpec
+    lq: VideoSpec
+    audio: bool
+    motion: bool
+    motion_period_s: float
+    motion_duration_s: float
+
+
+@dataclass(frozen=True)
+class RtspSettings:
+    hq_url: str
+    lq_url: str
+    open_timeout_s: float
+    read_timeout_s: float
+
+
+@dataclass(frozen=True)
+class FileSettings:
+    hq_path: Path
+    lq_path: Path | None
+
+
+@dataclass(frozen=True)
+class Picamera2Settings:
+    hq: VideoSpec
+    lq: VideoSpec
+
+
+SourceSettings = SyntheticSettings | RtspSettings | FileSettings | Picamera2Settings
+
+
+@dataclass(frozen=True)
+class ScheduleRange:
+    days: tuple[str, ...]
+    start: str  # HH:MM, in the site's time zone
+    end: str  # HH:MM; an end at or before the start runs past midnight
+
+
+@dataclass(frozen=True)
+class StreamRecording:
+    mode: str  # one of RECORDING_MODES
+    max_age_s: int
+
+
+@dataclass(frozen=True)
+class RecordingSettings:
+    hq: StreamRecording
+    lq: StreamRecording
+    audio: StreamRecording
+    pre_buffer_s: float
+    post_buffer_s: float
+    schedule: tuple[ScheduleRange, ...]
+
+
+@dataclass(frozen=True)
+class MotionSettings:
+    enabled: bool
+    analysis_fps: float
+    sensitivity: float  # 0..1, higher finds smaller changes
+
+
+@dataclass(frozen=True)
+class CameraConfig:
+    id: str
+    name: str
+    source: str  # one of SOURCE_KINDS
+    settings: SourceSettings
+    recording: RecordingSettings
+    motion: MotionSettings
+    has_microphone: bool
+
+    @property
+    def microphone_id(self) -> str:
+        return f"{self.id}.mic"
+
+    @property
+    def metadata_id(self) -> str:
+        return f"{self.id}.motion"
+
+
+@dataclass(frozen=True)
+class InputConfig:
+    id: str
+    name: str
+    source: str  # "synthetic": toggles on a period (a door contact in demos)
+    period_s: float
+    max_age_s: int
+
+
+@dataclass(frozen=True)
+class PlainDeviceConfig:
+    """A device listed for the central without media of its own yet (speaker, output)."""
+
+    id: str
+    name: str
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    file: Path
+    site: SiteSettings
+    storage: StorageSettings
+    api: ApiSettings
+    users: tuple[UserAccount, ...]
+    cameras: tuple[CameraConfig, ...]
+    inputs: tuple[InputConfig, ...]
+    outputs: tuple[PlainDeviceConfig, ...]
+    speakers: tuple[PlainDeviceConfig, ...]
+
+    def device_ids(self) -> list[str]:
+        ids: list[str] = []
+        for camera in self.cameras:
+            ids.append(camera.id)
+            if camera.has_microphone:
+                ids.append(camera.microphone_id)
+            if camera.motion.enabled:
+                ids.append(camera.metadata_id)
+        ids += [d.id for d in self.inputs]
+        ids += [d.id for d in self.outputs]
+        ids += [d.id for d in self.speakers]
+        return ids
+
+
+def load_agent_config(path: Path) -> AgentConfig:
+    """Read and validate `path`; raises ConfigError naming the file and key on any problem."""
+    root = load_toml(path)
+    base = path.resolve().parent
+    site = _site(root.table("site", required=True))
+    storage = _storage(root.table("storage", required=True), base)
+    api = _api(root.table("api"))
+    users = tuple(_user(t) for t in root.tables("users"))
+    cameras = tuple(_camera(t, base, storage.max_age_s) for t in root.tables("cameras"))
+    inputs = tuple(_input(t, storage.max_age_s) for t in root.tables("inputs"))
+    outputs = tuple(_plain(t) for t in root.tables("outputs"))
+    speakers = tuple(_plain(t) for t in root.tables("speakers"))
+    root.finish()
+    config = AgentConfig(
+        path.resolve(), site, storage, api, users, cameras, inputs, outputs, speakers
+    )
+    _check_unique(root, config)
+    return config
+
+
+def _site(table: Table) -> SiteSettings:
+    site_id = table.string("id")
+    if not re.fullmatch(r"[A-Za-z0-9-]{8,64}", site_id):
+        raise table.error("id", "must be 8-64 letters, digits or dashes (agent init makes one)")
+    name = table.string("name")
+    if not 0 < len(name) <= 128:
+        raise table.error("name", "must be 1-128 characters")
+    time_zone = table.string("time_zone", "UTC")
+    try:
+        ZoneInfo(time_zone)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise table.error("time_zone", f"unknown time zone {time_zone!r}") from exc
+    table.finish()
+    return SiteSettings(site_id, name, time_zone)
+
+
+def _storage(table: Table, base: Path) -> StorageSettings:
+    path = base / table.string("path", "store")
+    quota_bytes = table.parsed("quota", parse_size, 20 * 1024**3)
+    if quota_bytes < 16 * 1024**2:
+        raise table.error("quota", "must be at least 16 MiB")
+    fraction = table.number("hold_budget_fraction", 0.25, minimum=0.0, maximum=0.9)
+    max_age_days = table.number("max_age_days", 30, minimum=0.0001, maximum=3650)
+    key_path = base / table.string("signing_key", "site-key.pem")
+    table.finish()
+    return StorageSettings(
+        path, quota_bytes, int(quota_bytes * fraction), round(max_age_days * DAY_S), key_path
+    )
+
+
+def _api(table: Table) -> ApiSettings:
+    bind = table.string("bind", "0.0.0.0")  # noqa: S104 - on-site users reach the agent on the LAN
+    port = table.integer("port", 8443, minimum=1, maximum=65535)
+    scheme = table.choice("scheme", ("https", "http"), "https")
+    table.finish()
+    return ApiSettings(bind, port, scheme)
+
+
+def _user(table: Table) -> UserAccount:
+    username = table.string("username")
+    if not _USERNAME.fullmatch(username):
+        raise table.error("username", "must be 1-64 letters, digits or _ . @ -")
+    password_hash = table.string("password_hash")
+    try:
+        check_hash_format(password_hash)
+    except PasswordHashError as exc:
+        raise table.error("password_hash", str(exc)) from exc
+    devices = tuple(table.string_list("devices", ["*"]))
+    table.finish()
+    return UserAccount(username, password_hash, devices)
+
+
+def _device_id(table: Table) -> str:
+    device_id = table.string("id")
+    if not _ID.fullmatch(device_id):
+        raise table.error(
+            "id", f"{device_id!r} must be lowercase letters, digits, _ or -, at most 63"
+        )
+    return device_id
+
+
+def _name(table: Table, default: str) -> str:
+    name = table.string("name", default)
+    if not 0 < len(name) <= 128:
+        raise table.error("name", "must be 1-128 characters")
+    return name
+
+
+def _video_spec(table: Table, default: VideoSpec) -> VideoSpec:
+    spec = VideoSpec(
+        width=table.integer("width", default.width, minimum=16, maximum=7680),
+        height=table.integer("height", default.height, minimum=16, maximum=4320),
+        fps=table.integer("fps", default.fps, minimum=1, maximum=120),
+        bitrate_bps=round(
+            table.number("bitrate_kbps", default.bitrate_bps / 1000, minimum=16, maximum=100_000)
+            * 1000
+        ),
+    )
+    if spec.width % 2 or spec.height % 2:
+        table.finish()
+        raise table.error("width", "width and height must be even (4:2:0 video)")
+    table.finish()
+    return spec
+
+
+DEFAULT_HQ = VideoSpec(1920, 1080, 25, 4_000_000)
+DEFAULT_LQ = VideoSpec(640, 360, 8, 250_000)
+
+
+def _camera(table: Table, base: Path, default_max_age_s: int) -> CameraConfig:
+    camera_id = _device_id(table)
+    name = _name(table, camera_id)
+    source = table.choice("source", SOURCE_KINDS)
+    settings: SourceSettings
+    has_audio_source = False
+    sub = table.table(source, required=source in ("rtsp", "file"))
+    if source == "synthetic":
+        settings = SyntheticSettings(
+            hq=_video_spec(sub.table("hq"), DEFAULT_HQ),
+            lq=_video_spec(sub.table("lq"), DEFAULT_LQ),
+            audio=sub.boolean("audio", False),
+            motion=sub.boolean("motion", True),
+            motion_period_s=sub.number("motion_period_s", 30.0, minimum=1.0),
+            motion_duration_s=sub.number("motion_duration_s", 8.0, minimum=0.0),
+        )
+        has_audio_source = settings.audio
+    elif source == "rtsp":
+        from agent.sources.base import SourceConfigError  # noqa: PLC0415
+        from agent.sources.url_policy import validate_camera_url  # noqa: PLC0415
+
+        urls = {}
+        for key in ("hq_url", "lq_url"):
+            text = sub.string(key)
+            try:
+                urls[key] = validate_camera_url(text, field=sub.key_name(key))
+            except SourceConfigError as exc:
+                raise ConfigError(f"{table.file}: {exc}") from exc
+        settings = RtspSettings(
+            urls["hq_url"],
+            urls["lq_url"],
+            open_timeout_s=sub.number("open_timeout_s", 10.0, minimum=0.5, maximum=120),
+            read_timeout_s=sub.number("read_timeout_s", 10.0, minimum=0.5, maximum=120),
+        )
+        has_audio_source = sub.boolean("audio", False)
+    elif source == "file":
+        hq_path = base / sub.string("hq_path")
+        lq_text = sub.optional_string("lq_path")
+        settings = FileSettings(hq_path, base / lq_text if lq_text else None)
+        for key, candidate in (("hq_path", hq_path), ("lq_path", settings.lq_path)):
+            if candidate is not None and not candidate.is_file():
+                raise sub.error(key, f"no such file {candidate}")
+    else:
+        settings = Picamera2Settings(
+            hq=_video_spec(sub.table("hq"), VideoSpec(1920, 1080, 25, 4_000_000)),
+            lq=_video_spec(sub.table("lq"), VideoSpec(640, 360, 25, 250_000)),
+        )
+    sub.finish()
+    recording = _recording(table.table("recording"), default_max_age_s)
+    motion_table = table.table("motion")
+    motion = MotionSettings(
+        enabled=motion_table.boolean("enabled", True),
+        analysis_fps=motion_table.number("analysis_fps", 4.0, minimum=0.5, maximum=30),
+        sensitivity=motion_table.number("sensitivity", 0.5, minimum=0.0, maximum=1.0),
+    )
+    motion_table.finish()
+    if recording_uses(recording, "motion") and not motion.enabled:
+        raise table.error("motion.enabled", "a stream records on motion, so motion must be enabled")
+    table.finish()
+    return CameraConfig(
+        camera_id, name, source, settings, recording, motion, has_microphone=has_audio_source
+    )
+
+
+def recording_uses(recording: RecordingSettings, mode: str) -> bool:
+    return mode in (recording.hq.mode, recording.lq.mode, recording.audio.mode)
+
+
+def _recording(table: Table, default_max_age_s: int) -> RecordingSettings:
+    streams = {}
+    for stream in ("hq", "lq", "audio"):
+        sub = table.table(stream)
+        mode = sub.choice("mode", RECORDING_MODES, "continuous")
+        days = sub.number("max_age_days", default_max_age_s / DAY_S, minimum=0.0001, maximum=3650)
+        sub.finish()
+        streams[stream] = StreamRecording(mode, round(days * DAY_S))
+    pre_buffer_s = table.number("pre_buffer_s", 5.0, minimum=0.0, maximum=300.0)
+    post_buffer_s = table.number("post_buffer_s", 10.0, minimum=0.0, maximum=3600.0)
+    ranges = []
+    for entry in table.tables("schedule"):
+        days = entry.string_list("days", list(WEEKDAYS))
+        for day in days:
+            if day not in WEEKDAYS:
+                raise entry.error("days", f"{day!r} is not one of {', '.join(WEEKDAYS)}")
+        start = entry.string("start")
+        end = entry.string("end")
+        for key, value in (("start", start), ("end", end)):
+            if not _HH_MM.fullmatch(value):
+                raise entry.error(key, f"{value!r} is not a time of day as HH:MM")
+        entry.finish()
+        ranges.append(ScheduleRange(tuple(days), start, end))
+    table.finish()
+    recording = RecordingSettings(
+        streams["hq"], streams["lq"], streams["audio"], pre_buffer_s, post_buffer_s, tuple(ranges)
+    )
+    if recording_uses(recording, "schedule") and not ranges:
+        raise table.error("schedule", "a stream records on a schedule, but no schedule is given")
+    return recording
+
+
+def _input(table: Table, default_max_age_s: int) -> InputConfig:
+    device_id = _device_id(table)
+    name = _name(table, device_id)
+    source = table.choice("source", ("synthetic",), "synthetic")
+    period_s = table.number("period_s", 45.0, minimum=1.0)
+    days = table.number("max_age_days", default_max_age_s / DAY_S, minimum=0.0001)
+    table.finish()
+    return InputConfig(device_id, name, source, period_s, round(days * DAY_S))
+
+
+def _plain(table: Table) -> PlainDeviceConfig:
+    device_id = _device_id(table)
+    name = _name(table, device_id)
+    table.finish()
+    return PlainDeviceConfig(device_id, name)
+
+
+def _check_unique(root: Table, config: AgentConfig) -> None:
+    seen: set[str] = set()
+    for device_id in config.device_ids():
+        if device_id in seen:
+            raise ConfigError(f"{root.file}: device id {device_id!r} is used twice")
+        seen.add(device_id)
+    names = [u.username for u in config.users]
+    for username in names:
+        if names.count(username) > 1:
+            raise ConfigError(f"{root.file}: user {username!r} is listed twice")
+    known = set(seen)
+    for user in config.users:
+        for device_id in user.devices:
+            if device_id != "*" and device_id not in known:
+                raise ConfigError(
+                    f"{root.file}: users: {user.username!r} is granted unknown device {device_id!r}"
+                )

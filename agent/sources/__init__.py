@@ -1,0 +1,1 @@
+"""Camera sources: each gives a device's encoded streams (hq, lq, and optionally audio)."""

@@ -1,0 +1,33 @@
+"""The `siteline` command: dispatches to the agent's and (later) the central's commands."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+# Each program registers its commands; imported lazily so `siteline agent ...` never loads
+# the central's code and the other way round.
+_COMMAND_GROUPS = {
+    "agent": ("agent.cli", "the site agent: record cameras into the edge store"),
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the console script; returns the process exit code."""
+    parser = argparse.ArgumentParser(
+        prog="siteline", description="Siteline: multi-site video surveillance."
+    )
+    groups = parser.add_subparsers(dest="group", metavar="COMMAND", required=True)
+    for name, (module_name, help_text) in _COMMAND_GROUPS.items():
+        group = groups.add_parser(name, help=help_text, description=help_text)
+        module = importlib.import_module(module_name)
+        module.register(group)
+    args = parser.parse_args(argv)
+    handler = args.handler
+    return int(handler(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
