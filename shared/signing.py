@@ -69,3 +69,10 @@ def verify_signature(public_key: bytes, data: bytes, signature: bytes) -> bool:
     except (InvalidSignature, ValueError):
         return False
     return True
+
+
+def load_public_key(path: Path) -> bytes:
+    """The public key of the private key stored at `path`; never creates a key."""
+    if not path.exists():
+        raise SigningKeyError(f"{path}: no signing key (it is made when the agent first runs)")
+    return SiteSigner.load_or_create(path).public_key

@@ -1,0 +1,1 @@
+"""Tests of the LMDB chunk store (shared.store)."""
