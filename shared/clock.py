@@ -28,6 +28,10 @@ class Clock(Protocol):
         """Wait `seconds` of this clock's time."""
         ...
 
+    def sleep_in_thread(self, seconds: float) -> None:
+        """Block the calling worker thread (never the event loop) for `seconds`."""
+        ...
+
 
 class SystemClock:
     """The real clocks of this machine."""
@@ -40,6 +44,9 @@ class SystemClock:
 
     async def sleep(self, seconds: float) -> None:
         await asyncio.sleep(seconds)
+
+    def sleep_in_thread(self, seconds: float) -> None:
+        time.sleep(max(0.0, seconds))
 
 
 class ManualClock:
@@ -70,3 +77,6 @@ class ManualClock:
     async def sleep(self, seconds: float) -> None:
         self.advance(max(0.0, seconds))
         await asyncio.sleep(0)
+
+    def sleep_in_thread(self, seconds: float) -> None:
+        self.advance(max(0.0, seconds))

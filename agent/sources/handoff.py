@@ -1,0 +1,122 @@
+"""A bounded queue that carries packets from a source's worker threads to the event loop.
+
+Producers are plain threads (PyAV demuxers and encoders, a camera library's callback
+thread); the one consumer is a coroutine. The bound is what keeps a stalled consumer from
+growing memory: `put` blocks the producer when the queue is full (a demuxer then stops
+reading, and TCP pushes back on the camera), `offer` refuses instead, for producers that
+must never block (a hardware encoder's callback).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections import deque
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+from agent.sources.base import SourceUnavailable
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class _End:
+    reason: str
+
+
+class ThreadHandoff(Generic[T]):
+    """Bounded many-threads-to-one-coroutine queue; ends with a reason instead of an item.
+
+    Items wait in a deque under a lock; the event loop is woken (one `call_soon_threadsafe`)
+    only when the consumer is actually waiting. A consumer that keeps up is woken once per
+    item, as before; one that is busy finds a batch ready and takes it without any
+    cross-thread wake-up, which is most of the cost of moving a packet between threads.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, capacity: int) -> None:
+        if capacity < 1:
+            raise ValueError(f"handoff capacity must be at least 1, not {capacity}")
+        self._loop = loop
+        self._capacity = capacity
+        self._space = threading.Condition()
+        # Guarded by _space: queued items (at most `capacity`, plus end markers), the
+        # consumer's pending wait, and whether producers are still accepted.
+        self._items: deque[T | _End] = deque()
+        self._pending = 0  # items (not end markers) in `_items`
+        self._waiter: asyncio.Future[None] | None = None
+        self._closed = False
+        self._ended: _End | None = None
+
+    def put(self, item: T) -> bool:
+        """From a worker thread: wait for room, then enqueue. False once closed."""
+        with self._space:
+            while self._pending >= self._capacity and not self._closed:
+                self._space.wait()
+            if self._closed:
+                return False
+            self._pending += 1
+            self._items.append(item)
+            return self._wake_consumer()
+
+    def offer(self, item: T) -> bool:
+        """From a worker thread: enqueue only if there is room now. False if full or closed."""
+        with self._space:
+            if self._closed or self._pending >= self._capacity:
+                return False
+            self._pending += 1
+            self._items.append(item)
+            return self._wake_consumer()
+
+    def finish(self, reason: str) -> None:
+        """From any thread: the source failed or ended; `get` raises after queued items."""
+        with self._space:
+            if self._closed:
+                return
+            self._items.append(_End(reason))
+            self._wake_consumer()
+
+    async def get(self) -> T:
+        """The next item; raises `SourceUnavailable` with the reason once finished."""
+        while True:
+            if self._ended is not None:
+                raise SourceUnavailable(self._ended.reason)
+            with self._space:
+                if self._items:
+                    item = self._items.popleft()
+                    if not isinstance(item, _End):
+                        self._pending -= 1
+                        self._space.notify()
+                        return item
+                    self._ended = item
+                    continue
+                waiter = self._loop.create_future()
+                self._waiter = waiter
+            try:
+                await waiter
+            finally:
+                with self._space:
+                    if self._waiter is waiter:
+                        self._waiter = None
+
+    def close(self) -> None:
+        """Release blocked producers; later puts and offers are refused."""
+        with self._space:
+            self._closed = True
+            self._space.notify_all()
+
+    def _wake_consumer(self) -> bool:
+        """Called with the lock held: resolve the consumer's wait, if it is waiting."""
+        waiter, self._waiter = self._waiter, None
+        if waiter is None:
+            return True
+        try:
+            self._loop.call_soon_threadsafe(_resolve, waiter)
+        except RuntimeError:  # the event loop is closed: nobody will read any more
+            return False
+        return True
+
+
+def _resolve(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)

@@ -1,0 +1,311 @@
+"""A network camera read over RTSP: the main profile as "hq", the sub profile as "lq".
+
+One worker thread per URL opens the session with PyAV (RTP interleaved over the RTSP TCP
+connection, so no UDP ports and no loss reordering) and demuxes; packets are remuxed,
+never decoded. Per stream:
+
+- "hq": the first video stream of `hq_url`; "audio": its first audio stream, if any and
+  `audio` is True; "lq": the first video stream of `lq_url`, if given (without `lq_url`
+  the camera has no "lq" stream).
+- Video packets are Annex B as FFmpeg's RTP depacketizer makes them; `extradata` holds
+  the parameter sets (from the session description, or from the first keyframe when the
+  camera sends them only in band). Time bases are the RTP clocks (1/90000 for video).
+- Delivery starts at each video stream's first keyframe; packets without any timestamp
+  (FFmpeg emits a few before RTCP synchronisation) are dropped.
+- `wall_ns` is mapped per stream from the arrival time of its first packet, following
+  the injected clock (see `timing`).
+
+Any failure (refused, timed out, the camera closed the session) makes `open` or `read`
+raise `SourceUnavailable` with the redacted URL and the reason; the whole camera is then
+down, and the supervisor reconnects both sessions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import functools
+import logging
+import threading
+from collections.abc import Mapping
+from fractions import Fraction
+
+import av
+from av.container import InputContainer
+from av.stream import Stream
+
+from agent.sources.annexb import BitstreamError, extradata_to_annexb, parameter_sets
+from agent.sources.base import STREAM_AUDIO, STREAM_HQ, STREAM_LQ, SourceUnavailable
+from agent.sources.handoff import ThreadHandoff
+from agent.sources.timing import WallClockMapper
+from agent.sources.url_policy import redact_url, scrub_url_secrets, validate_camera_url
+from agent.sources.workers import (
+    SourceWorkers,
+    crash_reporter,
+    reject_threadsafe,
+    resolve_threadsafe,
+)
+from shared.clock import Clock
+from shared.media import CodecConfig, MediaKind, MediaPacket
+
+_log = logging.getLogger(__name__)
+
+# Defence in depth behind url_policy: FFmpeg itself refuses any other protocol, including
+# ones a server could name in a redirect.
+_PROTOCOL_WHITELIST = "rtsp,rtsps,tcp,tls,udp,rtp"
+_US_PER_S = 1_000_000
+_ANALYZE_DURATION_US = 1_000_000  # probe 1 s; the session description has the rest
+
+
+class RtspCamera:
+    """A camera with a main (hq) and an optional sub (lq) RTSP profile."""
+
+    def __init__(
+        self,
+        hq_url: str,
+        lq_url: str | None = None,
+        *,
+        clock: Clock,
+        open_timeout_s: float = 10.0,
+        read_timeout_s: float = 5.0,
+        audio: bool = True,
+        max_queued_packets: int = 128,
+    ) -> None:
+        """Validate the URLs (`SourceConfigError` names `hq_url` or `lq_url`)."""
+        self._urls = {STREAM_HQ: validate_camera_url(hq_url, field="hq_url")}
+        if lq_url is not None:
+            self._urls[STREAM_LQ] = validate_camera_url(lq_url, field="lq_url")
+        if open_timeout_s <= 0 or read_timeout_s <= 0:
+            raise ValueError("open_timeout_s and read_timeout_s must be positive")
+        if max_queued_packets < 1:
+            raise ValueError("max_queued_packets must be at least 1")
+        self._clock = clock
+        self._open_timeout_s = open_timeout_s
+        self._read_timeout_s = read_timeout_s
+        self._audio = audio
+        self._capacity = max_queued_packets
+        self._handoff: ThreadHandoff[MediaPacket] | None = None
+        self._workers: SourceWorkers | None = None
+
+    def describe(self) -> str:
+        """The redacted URLs."""
+        urls = ", ".join(f"{role} {redact_url(url)}" for role, url in self._urls.items())
+        return f"rtsp camera ({urls})"
+
+    async def open(self) -> Mapping[str, CodecConfig]:
+        """Connect every profile; return the stream configurations or raise SourceUnavailable."""
+        if self._workers is not None:
+            raise RuntimeError(f"{self.describe()} is already open")
+        loop = asyncio.get_running_loop()
+        handoff = ThreadHandoff[MediaPacket](loop, self._capacity)
+        workers = SourceWorkers(loop, name="rtsp")
+        self._handoff, self._workers = handoff, workers
+        pending: list[asyncio.Future[dict[str, CodecConfig]]] = []
+        for role, url in self._urls.items():
+            configs: asyncio.Future[dict[str, CodecConfig]] = loop.create_future()
+            pending.append(configs)
+            session = _Session(
+                role=role,
+                url=url,
+                with_audio=self._audio and role == STREAM_HQ,
+                clock=self._clock,
+                open_timeout_s=self._open_timeout_s,
+                read_timeout_s=self._read_timeout_s,
+                event_loop=loop,
+                handoff=handoff,
+                stop=workers.stop_requested,
+            )
+            on_crash = crash_reporter(loop, configs, handoff.finish, f"{role} {redact_url(url)}")
+            workers.start(role, functools.partial(session.run, configs), on_crash=on_crash)
+        try:
+            # The threads enforce the timeouts inside FFmpeg; this outer bound only
+            # catches a library that ignores them.
+            async with asyncio.timeout(self._open_timeout_s * 2 + 5):
+                results = await asyncio.gather(*pending)
+        except TimeoutError:
+            await self.close()
+            raise SourceUnavailable(f"{self.describe()}: connecting took too long") from None
+        except BaseException:
+            await self.close()
+            raise
+        merged: dict[str, CodecConfig] = {}
+        for result in results:
+            merged.update(result)
+        return merged
+
+    async def read(self) -> MediaPacket:
+        """The next packet of any stream; SourceUnavailable once any session failed."""
+        if self._handoff is None:
+            raise SourceUnavailable(f"{self.describe()} is not open")
+        return await self._handoff.get()
+
+    async def close(self) -> None:
+        """Stop both sessions; idempotent. A thread stuck in a read exits at its timeout."""
+        handoff, workers = self._handoff, self._workers
+        self._handoff = self._workers = None
+        if handoff is not None:
+            handoff.close()
+        if workers is not None:
+            await workers.stop(self._read_timeout_s + 2)
+
+
+class _Session:
+    """The worker-thread side of one RTSP URL."""
+
+    def __init__(
+        self,
+        *,
+        role: str,
+        url: str,
+        with_audio: bool,
+        clock: Clock,
+        open_timeout_s: float,
+        read_timeout_s: float,
+        event_loop: asyncio.AbstractEventLoop,
+        handoff: ThreadHandoff[MediaPacket],
+        stop: threading.Event,
+    ) -> None:
+        self._role = role
+        self._url = url
+        self._with_audio = with_audio
+        self._open_timeout_s = open_timeout_s
+        self._read_timeout_s = read_timeout_s
+        self._event_loop = event_loop
+        self._handoff = handoff
+        self._stop = stop
+        self._clock = clock
+        self._label = f"{role} {redact_url(url)}"
+
+    def run(self, configs: asyncio.Future[dict[str, CodecConfig]]) -> None:
+        try:
+            container = self._connect()
+        except SourceUnavailable as exc:
+            reject_threadsafe(self._event_loop, configs, exc)
+            self._handoff.finish(str(exc))
+            return
+        try:
+            self._stream(container, configs)
+        except av.FFmpegError as exc:
+            error = SourceUnavailable(f"{self._label}: {self._reason(exc)}")
+            reject_threadsafe(self._event_loop, configs, error)
+            self._handoff.finish(str(error))
+        except SourceUnavailable as exc:
+            reject_threadsafe(self._event_loop, configs, exc)
+            self._handoff.finish(str(exc))
+        finally:
+            container.close()
+
+    def _connect(self) -> InputContainer:
+        options = {
+            "rtsp_transport": "tcp",
+            "timeout": str(round(self._read_timeout_s * _US_PER_S)),  # socket I/O, in µs
+            "allowed_media_types": "video+audio" if self._with_audio else "video",
+            "protocol_whitelist": _PROTOCOL_WHITELIST,
+            "analyzeduration": str(_ANALYZE_DURATION_US),
+        }
+        try:
+            return av.open(
+                self._url,
+                mode="r",
+                options=options,
+                timeout=(self._open_timeout_s, self._read_timeout_s),
+            )
+        except (av.FFmpegError, OSError) as exc:
+            raise SourceUnavailable(f"{self._label}: {self._reason(exc)}") from None
+
+    def _stream(
+        self, container: InputContainer, configs: asyncio.Future[dict[str, CodecConfig]]
+    ) -> None:
+        if not container.streams.video:
+            raise SourceUnavailable(f"{self._label}: the camera offers no video stream")
+        video = container.streams.video[0]
+        names: dict[int, str] = {video.index: self._role}
+        streams: list[Stream] = [video]
+        if self._with_audio and container.streams.audio:
+            audio = container.streams.audio[0]
+            names[audio.index] = STREAM_AUDIO
+            streams.append(audio)
+        stream_configs = {names[s.index]: self._config(s) for s in streams}
+        time_bases = {s.index: s.time_base or Fraction(1, 90_000) for s in streams}
+        # One mapper per stream: audio and video run on separate RTP clocks whose
+        # timestamps need not share an origin.
+        mappers = {s.index: WallClockMapper(self._clock, follow_clock=True) for s in streams}
+        video_codec = stream_configs[self._role].codec
+        needs_parameter_sets = not stream_configs[self._role].extradata
+        if not needs_parameter_sets:
+            resolve_threadsafe(self._event_loop, configs, stream_configs)
+        started = False  # delivery begins at the first video keyframe
+        for raw in container.demux(streams):
+            if self._stop.is_set():
+                return
+            if raw.size == 0 or (raw.pts is None and raw.dts is None):
+                continue
+            is_video = raw.stream_index == video.index
+            if is_video and not started:
+                if not raw.is_keyframe:
+                    continue
+                started = True
+            if not started:
+                continue
+            data = bytes(raw)
+            if needs_parameter_sets and is_video:
+                found = parameter_sets(data, video_codec)
+                if found:
+                    config = stream_configs[self._role]
+                    stream_configs[self._role] = dataclasses.replace(config, extradata=found)
+                    resolve_threadsafe(self._event_loop, configs, stream_configs)
+                    needs_parameter_sets = False
+            if needs_parameter_sets:
+                continue
+            pts = raw.pts if raw.pts is not None else raw.dts
+            dts = raw.dts if raw.dts is not None else pts
+            assert pts is not None
+            assert dts is not None
+            packet = MediaPacket(
+                stream=names[raw.stream_index],
+                pts=pts,
+                dts=dts,
+                duration=max(raw.duration or 0, 0),
+                keyframe=raw.is_keyframe,
+                data=data,
+                wall_ns=mappers[raw.stream_index].wall_ns(pts, time_bases[raw.stream_index]),
+            )
+            if not self._handoff.put(packet):
+                return
+        if not self._stop.is_set():
+            raise SourceUnavailable(f"{self._label}: the camera ended the stream")
+
+    def _config(self, stream: Stream) -> CodecConfig:
+        context = stream.codec_context
+        time_base = stream.time_base or Fraction(1, 90_000)
+        extradata = bytes(context.extradata or b"")
+        if stream.type == "video":
+            try:
+                extradata = extradata_to_annexb(extradata, context.name)
+            except BitstreamError:
+                extradata = b""  # fall back to the parameter sets sent in band
+            return CodecConfig(
+                kind=MediaKind.VIDEO,
+                codec=context.name,
+                time_base_num=time_base.numerator,
+                time_base_den=time_base.denominator,
+                width=getattr(context, "width", 0),
+                height=getattr(context, "height", 0),
+                extradata=extradata,
+            )
+        return CodecConfig(
+            kind=MediaKind.AUDIO,
+            codec=context.name,
+            time_base_num=time_base.numerator,
+            time_base_den=time_base.denominator,
+            sample_rate=getattr(context, "sample_rate", 0),
+            channels=getattr(getattr(context, "layout", None), "nb_channels", 0),
+            extradata=extradata,
+        )
+
+    def _reason(self, exc: BaseException) -> str:
+        """A short cause without the URL: FFmpeg's messages repeat the URL with its password."""
+        if isinstance(exc, av.error.ExitError):
+            return "timed out"
+        text = getattr(exc, "strerror", None) or type(exc).__name__
+        return scrub_url_secrets(str(text), self._url)

@@ -1,0 +1,109 @@
+"""Placing a source's timestamps on the wall clock.
+
+Theory of operation. A camera stamps packets with its own presentation timestamps (pts):
+they start anywhere, count in the stream's time base, wrap (RTP's 32-bit clock, MPEG-TS's
+33-bit one), jump when the camera restarts, and drift against the site's clock because the
+camera's oscillator is not ours. The recorder needs a UTC instant per packet. The mapper
+keeps one *anchor*, a (media time, wall time) pair, and maps every later packet linearly
+from it: `wall = anchor_wall + (media - anchor_media)`. That keeps the spacing of frames
+exactly as the camera made it (no per-packet jitter from network arrival), and re-anchors
+on the packet that arrives when:
+
+- the media time steps forwards by more than `max_jump_s`, or backwards by more than
+  `max_reorder_s` (B-frames and interleaved streams step back a little), between two
+  packets: a discontinuity, a wrap, a camera restart; or
+- (when following the clock) the mapped wall time is more than `max_drift_s` away from
+  the injected clock's `now_ns()` at arrival: the camera's clock drifted, the source
+  stalled, or the site's wall clock was stepped.
+
+At a re-anchor `wall_ns` steps (possibly backwards); consumers cut their chunk there.
+Sources that run faster than real time (tests) turn clock following off, so the wall
+times follow the media time from the first anchor.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from fractions import Fraction
+
+from shared.clock import NS_PER_S, Clock
+
+
+@dataclass(frozen=True, slots=True)
+class Reanchor:
+    """Why and where the mapper last re-anchored (for logs and tests)."""
+
+    reason: str  # "start", "jump" or "drift"
+    media_ns: int
+    wall_ns: int
+
+
+class WallClockMapper:
+    """Maps one timeline's pts (in any time base) to UTC nanoseconds.
+
+    One mapper serves all streams that share a timeline (the streams of one synthetic
+    camera, or one RTSP session); streams with unrelated timestamps need one each. Not
+    thread-safe: use it from the one thread that produces the timeline's packets.
+    """
+
+    def __init__(
+        self,
+        clock: Clock,
+        *,
+        follow_clock: bool = True,
+        max_drift_s: float = 1.0,
+        max_jump_s: float = 5.0,
+        max_reorder_s: float = 1.0,
+    ) -> None:
+        if min(max_drift_s, max_jump_s, max_reorder_s) <= 0:
+            raise ValueError("max_drift_s, max_jump_s and max_reorder_s must be positive")
+        self._clock = clock
+        self._follow_clock = follow_clock
+        self._max_drift_ns = round(max_drift_s * NS_PER_S)
+        self._max_jump_ns = round(max_jump_s * NS_PER_S)
+        self._max_reorder_ns = round(max_reorder_s * NS_PER_S)
+        # Media times are exact fractions of a nanosecond, so a stream's spacing never
+        # accumulates rounding; only the returned wall time is rounded.
+        self._anchor_media_ns = Fraction(0)
+        self._anchor_wall_ns = 0
+        self._last_media_ns: Fraction | None = None
+        self._last_wall_ns = 0
+        self._last_step_ns = 0
+        self.reanchors = 0
+        self.last_reanchor: Reanchor | None = None
+
+    def wall_ns(self, pts: int, time_base: Fraction) -> int:
+        """The UTC instant of a packet presented at `pts` (in `time_base`)."""
+        media_ns = pts * time_base * NS_PER_S
+        last = self._last_media_ns
+        if last is None:
+            self._anchor(media_ns, self._clock.now_ns(), "start")
+        else:
+            step_ns = media_ns - last
+            if step_ns > self._max_jump_ns or step_ns < -self._max_reorder_ns:
+                # Without a clock to follow, continue the timeline one typical step on,
+                # so a looped or restarted source does not overlap its own past.
+                wall = (
+                    self._clock.now_ns()
+                    if self._follow_clock
+                    else self._last_wall_ns + max(self._last_step_ns, 1)
+                )
+                self._anchor(media_ns, wall, "jump")
+            elif step_ns > 0:
+                self._last_step_ns = round(step_ns)
+        wall_ns = self._anchor_wall_ns + round(media_ns - self._anchor_media_ns)
+        if self._follow_clock:
+            now_ns = self._clock.now_ns()
+            if abs(wall_ns - now_ns) > self._max_drift_ns:
+                self._anchor(media_ns, now_ns, "drift")
+                wall_ns = now_ns
+        self._last_media_ns = media_ns
+        self._last_wall_ns = wall_ns
+        return wall_ns
+
+    def _anchor(self, media_ns: Fraction, wall_ns: int, reason: str) -> None:
+        self._anchor_media_ns = media_ns
+        self._anchor_wall_ns = wall_ns
+        if reason != "start":
+            self.reanchors += 1
+        self.last_reanchor = Reanchor(reason, round(media_ns), wall_ns)

@@ -1,0 +1,66 @@
+"""The bounded thread-to-event-loop packet queue."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import pytest
+
+from agent.sources.base import SourceUnavailable
+from agent.sources.handoff import ThreadHandoff
+
+
+async def test_a_full_queue_holds_the_producer_until_the_consumer_takes() -> None:
+    handoff = ThreadHandoff[int](asyncio.get_running_loop(), capacity=3)
+    produced: list[int] = []
+
+    def produce() -> None:
+        for item in range(10):
+            assert handoff.put(item)
+            produced.append(item)
+
+    producer = threading.Thread(target=produce)
+    producer.start()
+    await asyncio.sleep(0.2)
+    assert produced == [0, 1, 2]  # the fourth put waits for room
+    assert [await handoff.get() for _ in range(10)] == list(range(10))
+    await asyncio.to_thread(producer.join)
+
+
+async def test_offer_refuses_instead_of_waiting() -> None:
+    handoff = ThreadHandoff[str](asyncio.get_running_loop(), capacity=2)
+    results = await asyncio.to_thread(lambda: [handoff.offer(x) for x in "abc"])
+    assert results == [True, True, False]
+    assert await handoff.get() == "a"
+    assert await asyncio.to_thread(handoff.offer, "d")
+
+
+async def test_close_releases_a_blocked_producer() -> None:
+    handoff = ThreadHandoff[int](asyncio.get_running_loop(), capacity=1)
+    outcome: list[bool] = []
+    producer = threading.Thread(target=lambda: outcome.extend([handoff.put(1), handoff.put(2)]))
+    producer.start()
+    await asyncio.sleep(0.1)
+    handoff.close()
+    await asyncio.to_thread(producer.join, 2.0)
+    assert outcome == [True, False]
+
+
+async def test_finish_raises_after_the_queued_items_and_keeps_raising() -> None:
+    handoff = ThreadHandoff[int](asyncio.get_running_loop(), capacity=4)
+
+    def produce() -> None:
+        handoff.put(7)
+        handoff.finish("camera went away")
+
+    await asyncio.to_thread(produce)
+    assert await handoff.get() == 7
+    for _ in range(2):
+        with pytest.raises(SourceUnavailable, match="camera went away"):
+            await handoff.get()
+
+
+async def test_capacity_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="at least 1"):
+        ThreadHandoff[int](asyncio.get_running_loop(), capacity=0)
