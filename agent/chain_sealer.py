@@ -53,7 +53,8 @@ class ChainSealer:
             site_id=self.site_id,
             seq=seq,
             prev_chunk_hash=prev,
-            discontinuity=discontinuity or self._gap_pending,
+            # Nothing precedes the first chunk of a stream, so there is no gap to declare.
+            discontinuity=self._head is not None and (discontinuity or self._gap_pending),
             signer=self._signer,
         )
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from agent.recording_policy import ScheduleError, WeeklySchedule
 from shared.passwords import PasswordHashError, check_hash_format
 from shared.sizes import parse_size
 from shared.strict_toml import ConfigError, Table, load_toml
@@ -19,10 +20,8 @@ __all__ = ["AgentConfig", "ConfigError", "load_agent_config"]
 
 RECORDING_MODES = ("continuous", "motion", "schedule", "event", "relay_only")
 SOURCE_KINDS = ("synthetic", "rtsp", "file", "picamera2")
-WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 _ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 _USERNAME = re.compile(r"^[A-Za-z0-9_.@-]{1,64}$")
-_HH_MM = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$|^24:00$")
 DAY_S = 86_400
 
 
@@ -98,13 +97,6 @@ SourceSettings = SyntheticSettings | RtspSettings | FileSettings | Picamera2Sett
 
 
 @dataclass(frozen=True)
-class ScheduleRange:
-    days: tuple[str, ...]
-    start: str  # HH:MM, in the site's time zone
-    end: str  # HH:MM; an end at or before the start runs past midnight
-
-
-@dataclass(frozen=True)
 class StreamRecording:
     mode: str  # one of RECORDING_MODES
     max_age_s: int
@@ -117,7 +109,7 @@ class RecordingSettings:
     audio: StreamRecording
     pre_buffer_s: float
     post_buffer_s: float
-    schedule: tuple[ScheduleRange, ...]
+    schedule: tuple[str, ...]  # "mon-fri 08:00-18:00", in the site's time zone
 
 
 @dataclass(frozen=True)
@@ -312,9 +304,11 @@ def _camera(table: Table, base: Path, default_max_age_s: int) -> CameraConfig:
             audio=sub.boolean("audio", False),
             motion=sub.boolean("motion", True),
             motion_period_s=sub.number("motion_period_s", 30.0, minimum=1.0),
-            motion_duration_s=sub.number("motion_duration_s", 8.0, minimum=0.0),
+            motion_duration_s=sub.number("motion_duration_s", 8.0, minimum=0.1),
         )
         has_audio_source = settings.audio
+        if settings.motion and settings.motion_duration_s >= settings.motion_period_s:
+            raise sub.error("motion_duration_s", "must be shorter than motion_period_s")
     elif source == "rtsp":
         from agent.sources.base import SourceConfigError  # noqa: PLC0415
         from agent.sources.url_policy import validate_camera_url  # noqa: PLC0415
@@ -345,6 +339,10 @@ def _camera(table: Table, base: Path, default_max_age_s: int) -> CameraConfig:
             hq=_video_spec(sub.table("hq"), VideoSpec(1920, 1080, 25, 4_000_000)),
             lq=_video_spec(sub.table("lq"), VideoSpec(640, 360, 25, 250_000)),
         )
+        if settings.lq.fps != settings.hq.fps:
+            # Both outputs come from one sensor stream: the low-resolution one cannot run
+            # at its own frame rate.
+            raise sub.error("lq", f"fps must equal hq fps ({settings.hq.fps}) on this camera")
     sub.finish()
     recording = _recording(table.table("recording"), default_max_age_s)
     motion_table = table.table("motion")
@@ -376,22 +374,15 @@ def _recording(table: Table, default_max_age_s: int) -> RecordingSettings:
         streams[stream] = StreamRecording(mode, round(days * DAY_S))
     pre_buffer_s = table.number("pre_buffer_s", 5.0, minimum=0.0, maximum=300.0)
     post_buffer_s = table.number("post_buffer_s", 10.0, minimum=0.0, maximum=3600.0)
-    ranges = []
-    for entry in table.tables("schedule"):
-        days = entry.string_list("days", list(WEEKDAYS))
-        for day in days:
-            if day not in WEEKDAYS:
-                raise entry.error("days", f"{day!r} is not one of {', '.join(WEEKDAYS)}")
-        start = entry.string("start")
-        end = entry.string("end")
-        for key, value in (("start", start), ("end", end)):
-            if not _HH_MM.fullmatch(value):
-                raise entry.error(key, f"{value!r} is not a time of day as HH:MM")
-        entry.finish()
-        ranges.append(ScheduleRange(tuple(days), start, end))
+    ranges = tuple(table.string_list("schedule", []))
+    if ranges:
+        try:
+            WeeklySchedule.parse("UTC", ranges)
+        except ScheduleError as exc:
+            raise table.error("schedule", str(exc)) from exc
     table.finish()
     recording = RecordingSettings(
-        streams["hq"], streams["lq"], streams["audio"], pre_buffer_s, post_buffer_s, tuple(ranges)
+        streams["hq"], streams["lq"], streams["audio"], pre_buffer_s, post_buffer_s, ranges
     )
     if recording_uses(recording, "schedule") and not ranges:
         raise table.error("schedule", "a stream records on a schedule, but no schedule is given")

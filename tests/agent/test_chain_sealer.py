@@ -22,7 +22,7 @@ def test_new_chain_starts_at_genesis_and_links() -> None:
     sealer = ChainSealer(
         site_id="site-0001", device_id="cam-1.mic", stream="audio", signer=signer, head=None
     )
-    first = sealer.seal(_draft(0), discontinuity=False)
+    first = sealer.seal(_draft(0), discontinuity=True)  # the gate flags its first chunk
     assert (first.header.seq, first.header.prev_chunk_hash) == (0, GENESIS_HASH)
     assert not first.header.discontinuity
     assert verify_signature(signer.public_key, first.header_bytes, first.signature)

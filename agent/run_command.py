@@ -1,0 +1,173 @@
+"""`siteline agent run`: open everything, record until SIGTERM/SIGINT, stop cleanly."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+from pathlib import Path
+
+from agent.config import (
+    AgentConfig,
+    CameraConfig,
+    ConfigError,
+    SyntheticSettings,
+    load_agent_config,
+)
+from agent.site_runtime import AgentSite
+from agent.source_factory import build_source
+from agent.sources.base import CameraSource, SourceConfigError
+from agent.store_writer import StoreWriter
+from shared.clock import NS_PER_S, Clock, SystemClock
+from shared.signing import SigningKeyError, SiteSigner
+from shared.sizes import format_size
+from shared.store.chunk_store import ChunkStore
+from shared.store.errors import StoreError
+from shared.store.retention import RetentionPolicy
+
+_log = logging.getLogger("siteline.agent")
+
+
+def retention_policy(config: AgentConfig) -> RetentionPolicy:
+    """The store's retention from the configuration's quota and per-stream ages."""
+    ages: dict[tuple[str, str], int] = {}
+    for camera in config.cameras:
+        recording = camera.recording
+        ages[(camera.id, "hq")] = recording.hq.max_age_s * NS_PER_S
+        ages[(camera.id, "lq")] = recording.lq.max_age_s * NS_PER_S
+        ages[(camera.microphone_id, "audio")] = recording.audio.max_age_s * NS_PER_S
+    for device in config.inputs:
+        ages[(device.id, "state")] = device.max_age_s * NS_PER_S
+    return RetentionPolicy(
+        max_bytes=config.storage.quota_bytes,
+        default_max_age_ns=config.storage.max_age_s * NS_PER_S,
+        max_age_ns=ages,
+    )
+
+
+def run_agent(config_path: Path, *, status_interval_s: float, log_level: str) -> int:
+    """Run the agent of `config_path`; the process exit code."""
+    logging.basicConfig(
+        level=getattr(logging, log_level.upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        config = load_agent_config(config_path)
+    except ConfigError as exc:
+        print(f"siteline: {exc}", file=sys.stderr)
+        return 2
+    try:
+        return asyncio.run(_record(config, SystemClock(), status_interval_s))
+    except (StoreError, SigningKeyError, SourceConfigError) as exc:
+        print(f"siteline: {exc}", file=sys.stderr)
+        return 2
+
+
+async def _record(config: AgentConfig, clock: Clock, status_interval_s: float) -> int:
+    signer = SiteSigner.load_or_create(config.storage.key_path)
+    sources: dict[str, CameraSource] = {
+        camera.id: build_source(camera, clock=clock) for camera in config.cameras
+    }
+    store = ChunkStore.open(
+        config.storage.path,
+        quota_bytes=config.storage.quota_bytes,
+        hold_budget_bytes=config.storage.hold_budget_bytes,
+        clock=clock,
+        retention=retention_policy(config),
+    )
+    writer = StoreWriter(store)
+    try:
+        site = AgentSite(
+            config,
+            writer=writer,
+            signer=signer,
+            clock=clock,
+            source_factory=lambda camera: sources[camera.id],
+        )
+        _print_banner(config, signer)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop.set)
+        recording = asyncio.create_task(site.run(), name="site")
+        status = asyncio.create_task(_status_lines(site, store, status_interval_s))
+        stopping = asyncio.create_task(stop.wait())
+        await asyncio.wait({recording, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        print("siteline: stopping; storing the chunks being recorded", flush=True)
+        for task in (status, stopping, recording):
+            task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await status
+        failed: BaseException | None = None
+        try:
+            await recording
+        except asyncio.CancelledError:
+            pass
+        except Exception as exc:
+            failed = exc
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(signum)
+    finally:
+        await asyncio.to_thread(writer.close)
+        store.close()
+    if failed is not None:
+        _log.error("recording stopped by an error", exc_info=failed)
+        return 1
+    print("siteline: stopped cleanly", flush=True)
+    return 0
+
+
+def _describe_camera(camera: CameraConfig) -> str:
+    settings = camera.settings
+    if isinstance(settings, SyntheticSettings):
+        hq, lq = settings.hq, settings.lq
+        return (
+            f"synthetic, hq {hq.width}x{hq.height}@{hq.fps} {hq.bitrate_bps // 1000} kbit/s, "
+            f"lq {lq.width}x{lq.height}@{lq.fps} {lq.bitrate_bps // 1000} kbit/s"
+        )
+    return camera.source
+
+
+def _print_banner(config: AgentConfig, signer: SiteSigner) -> None:
+    storage = config.storage
+    lines = [
+        f"Siteline agent: site {config.site.name!r} ({config.site.id})",
+        f"  recordings:  {storage.path} (LMDB, quota {format_size(storage.quota_bytes)})",
+        f"  signing key: {storage.key_path} (public key {signer.public_key.hex()})",
+    ]
+    for camera in config.cameras:
+        hq, lq = camera.recording.hq.mode, camera.recording.lq.mode
+        lines.append(
+            f"  camera {camera.id} {camera.name!r}: {_describe_camera(camera)}; "
+            f"records hq {hq}, lq {lq}"
+        )
+    lines += [
+        f"  site API:    {config.api.scheme}://{config.api.bind}:{config.api.port} is where the"
+        " API and the link to the central will listen (not served by this version yet)",
+        f"  inspect:     siteline agent status --config {config.file}",
+        f"  verify:      siteline agent check --config {config.file}",
+        "Stop with Ctrl-C (or SIGTERM): the chunks being recorded are stored first.",
+    ]
+    print("\n".join(lines), flush=True)
+
+
+async def _status_lines(site: AgentSite, store: ChunkStore, interval_s: float) -> None:
+    while True:
+        await asyncio.sleep(interval_s)
+        usage = await asyncio.to_thread(store.usage)
+        up = sum(1 for camera in site.cameras if camera.supervisor.connected)
+        failed = sum(r.counters.chunks_failed for r in site.stream_recorders())
+        parts = []
+        for camera in site.cameras:
+            counts = ", ".join(
+                f"{stream} {r.counters.chunks_stored}" for stream, r in camera.recorders.items()
+            )
+            parts.append(f"{camera.camera.id} [{counts}]")
+        print(
+            f"status: cameras up {up}/{len(site.cameras)}; chunks stored {'; '.join(parts)}; "
+            f"store {format_size(usage.live_bytes)} of {format_size(usage.quota_bytes)}"
+            + (f"; {failed} chunks failed" if failed else ""),
+            flush=True,
+        )

@@ -1,0 +1,191 @@
+"""Agent CPU per recorded stream, against `ffmpeg -c copy -f segment` on the same input.
+
+Both record the same H.264 file (1080p25, ~4 Mbit/s, 1 s GOP). ffmpeg remuxes it into
+1-second MP4 segments; the agent's recording path (bench/record_file.py: the file camera,
+the chunker, the gate, SHA-256 and Ed25519 sealing, one fsync'ed LMDB commit per chunk) cuts
+it into 1-second chunks. CPU is the user + system time of each child process, measured in
+the same run, counting from the start of recording for the agent (its imports are excluded)
+and the whole process for ffmpeg.
+
+Two modes:
+- real time (the goal's measure, what a site does): packets arrive at their own pace, as from
+  a camera; ffmpeg reads with -re. Both run side by side for the input's length.
+- fast: both go through the file as fast as they can. This favours batch work and shows
+  the cost of handing each packet from the reader thread to the event loop.
+
+Goal: real-time ratio at most 1.2.
+
+    .venv/bin/python bench/record_cpu.py [--seconds 60] [--fast-seconds 300]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+GOAL_RATIO = 1.2
+REPO = Path(__file__).resolve().parent.parent
+
+
+def make_input(directory: Path, name: str, seconds: int) -> Path:
+    """A 1080p25 H.264 file: 20 s encoded once, then looped by stream copy."""
+    clip = directory / "clip.mp4"
+    if not clip.exists():
+        subprocess.run(
+            [
+                "ffmpeg",
+                "-hide_banner",
+                "-loglevel",
+                "error",
+                "-y",
+                "-f",
+                "lavfi",
+                "-i",
+                "testsrc2=size=1920x1080:rate=25",
+                "-t",
+                "20",
+                "-c:v",
+                "libx264",
+                "-preset",
+                "ultrafast",
+                "-tune",
+                "zerolatency",
+                "-b:v",
+                "4M",
+                "-maxrate",
+                "4M",
+                "-bufsize",
+                "8M",
+                "-g",
+                "25",
+                "-bf",
+                "0",
+                "-pix_fmt",
+                "yuv420p",
+                str(clip),
+            ],
+            check=True,
+        )
+    media = directory / name
+    subprocess.run(
+        [
+            "ffmpeg",
+            "-hide_banner",
+            "-loglevel",
+            "error",
+            "-y",
+            "-stream_loop",
+            str(max(0, seconds // 20 - 1)),
+            "-i",
+            str(clip),
+            "-c",
+            "copy",
+            str(media),
+        ],
+        check=True,
+    )
+    return media
+
+
+def _cpu_of(process: subprocess.Popen[str]) -> tuple[float, str]:
+    """Wait for `process`; its CPU seconds (user + system) and its output."""
+    _pid, _status, usage = __import__("os").wait4(process.pid, 0)
+    output = process.stdout.read() if process.stdout else ""
+    return usage.ru_utime + usage.ru_stime, output
+
+
+def run_pair(media: Path, work: Path, *, realtime: bool) -> tuple[float, float, dict[str, float]]:
+    """ffmpeg and the agent on `media`, side by side; (ffmpeg CPU s, agent loop CPU s, result)."""
+    segments = work / ("segments-rt" if realtime else "segments")
+    segments.mkdir()
+    ffmpeg = subprocess.Popen(
+        [
+            "ffmpeg",
+            "-hide_banner",
+            "-loglevel",
+            "error",
+            *(["-re"] if realtime else []),
+            "-i",
+            str(media),
+            "-map",
+            "0:v",
+            "-c",
+            "copy",
+            "-f",
+            "segment",
+            "-segment_time",
+            "1",
+            "-segment_format",
+            "mp4",
+            "-reset_timestamps",
+            "1",
+            str(segments / "seg%05d.mp4"),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    if not realtime:
+        ffmpeg_cpu_s, _ = _cpu_of(ffmpeg)  # one at a time, so neither waits for a core
+    agent = subprocess.Popen(
+        [
+            sys.executable,
+            str(REPO / "bench" / "record_file.py"),
+            str(media),
+            str(work / ("store-rt" if realtime else "store")),
+            *(["--realtime"] if realtime else []),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    if realtime:
+        ffmpeg_cpu_s, _ = _cpu_of(ffmpeg)
+    _agent_total_s, out = _cpu_of(agent)
+    result = json.loads(out.strip().splitlines()[-1])
+    return ffmpeg_cpu_s, float(result["cpu_s"]), result
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=int, default=60, help="real-time run length")
+    parser.add_argument("--fast-seconds", type=int, default=300, help="fast run input length")
+    args = parser.parse_args()
+    if shutil.which("ffmpeg") is None:
+        print("ffmpeg is needed (scripts/test.sh installs it)", file=sys.stderr)
+        return 2
+    with tempfile.TemporaryDirectory(prefix="siteline-bench-") as tmp:
+        work = Path(tmp)
+        fast_media = make_input(work, "fast.mp4", args.fast_seconds)
+        rt_media = make_input(work, "realtime.mp4", args.seconds)
+        fast = run_pair(fast_media, work, realtime=False)
+        realtime = run_pair(rt_media, work, realtime=True)
+    print("input: 1080p25 H.264 at ~4 Mbit/s, 1 s GOP; CPU-s per minute of video")
+    ratio_rt = 0.0
+    for label, seconds, (ffmpeg_s, agent_s, result) in (
+        (f"real time, {args.seconds} s", args.seconds, realtime),
+        (f"fast, {args.fast_seconds} s", args.fast_seconds, fast),
+    ):
+        minutes = seconds / 60
+        ratio = agent_s / ffmpeg_s
+        if "real" in label:
+            ratio_rt = ratio
+        print(
+            f"{label:>16}: ffmpeg -c copy -f segment {ffmpeg_s / minutes:.3f}, "
+            f"agent {agent_s / minutes:.3f} (of which system {result['sys_s'] / minutes:.3f}), "
+            f"ratio {ratio:.2f}; agent stored {result['chunks']} chunks"
+        )
+    share = 100 * realtime[1] / args.seconds
+    print(f"one real-time 1080p stream costs the agent {share:.2f}% of a core")
+    print(
+        f"real-time ratio {ratio_rt:.2f}, goal <= {GOAL_RATIO}: "
+        + ("PASS" if ratio_rt <= GOAL_RATIO else "FAIL")
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,87 @@
+"""Records one media file through the agent's recording path (as fast as it can be read, or
+at its own pace with --realtime, as a camera delivers it).
+
+    python bench/record_file.py MEDIA STORE_DIR [--realtime]
+
+Used by `record_cpu.py` as a child process: FileCamera (demux, no transcoding) -> chunker ->
+recording gate -> sealing (SHA-256, Ed25519) -> one synced LMDB commit per chunk. Prints one
+JSON line with the CPU seconds spent recording (after imports and setup) and what was stored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import resource
+import sys
+from pathlib import Path
+
+from agent.chain_sealer import ChainSealer
+from agent.event_hub import EventHub
+from agent.recording_policy import RecordingMode, StreamRecordingGate
+from agent.sources.base import SourceUnavailable
+from agent.sources.file import FileCamera
+from agent.store_writer import StoreWriter
+from agent.stream_recorder import StreamRecorder
+from shared.clock import SystemClock
+from shared.signing import SiteSigner
+from shared.store.chunk_store import ChunkStore
+
+
+def _cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _sys_s() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_stime
+
+
+async def record(media: Path, store_dir: Path, *, realtime: bool) -> dict[str, float]:
+    clock = SystemClock()
+    store = ChunkStore.open(store_dir, quota_bytes=8 * 1024**3, hold_budget_bytes=0, clock=clock)
+    writer = StoreWriter(store)
+    recorder = StreamRecorder(
+        device_id="cam",
+        stream="hq",
+        gate=StreamRecordingGate(RecordingMode.CONTINUOUS),
+        sealer=ChainSealer(
+            site_id="bench-site",
+            device_id="cam",
+            stream="hq",
+            signer=SiteSigner.generate(),
+            head=None,
+        ),
+        writer=writer,
+        events=EventHub(),
+        clock=clock,
+    )
+    camera = FileCamera(media, clock=clock, realtime=realtime, loop=False, audio=False)
+    start_cpu, start_sys = _cpu_s(), _sys_s()
+    configs = await camera.open()
+    await recorder.set_codec(configs["hq"])
+    try:
+        while True:
+            packet = await camera.read()
+            if packet.stream == "hq":
+                await recorder.push(packet)
+    except SourceUnavailable:
+        pass  # the end of the file
+    await recorder.flush()
+    await camera.close()
+    cpu_s, sys_s = _cpu_s() - start_cpu, _sys_s() - start_sys
+    await asyncio.to_thread(writer.close)
+    store.close()
+    return {
+        "cpu_s": cpu_s,
+        "sys_s": sys_s,
+        "packets": recorder.counters.packets,
+        "chunks": recorder.counters.chunks_stored,
+        "bytes": recorder.counters.bytes_stored,
+    }
+
+
+if __name__ == "__main__":
+    realtime = len(sys.argv) > 3 and sys.argv[3] == "--realtime"
+    result = asyncio.run(record(Path(sys.argv[1]), Path(sys.argv[2]), realtime=realtime))
+    print(json.dumps(result))

@@ -1,0 +1,136 @@
+"""The agent's configuration: the sample is valid, and every error names the file and key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from agent.config import ConfigError, load_agent_config
+from agent.sample_config import InitError, write_sample_config
+
+
+@pytest.fixture
+def sample(tmp_path: Path) -> Path:
+    return write_sample_config(tmp_path, name="Shop 12", admin_password="pw", port=9443)
+
+
+def test_sample_config_loads_with_synthetic_cameras(sample: Path) -> None:
+    config = load_agent_config(sample)
+    assert config.site.name == "Shop 12"
+    assert config.api.port == 9443
+    assert [c.source for c in config.cameras] == ["synthetic", "synthetic"]
+    assert config.storage.path == sample.parent / "store"
+    assert config.users[0].username == "admin"
+    assert "cam-1.mic" in config.device_ids()
+    assert "cam-1.motion" in config.device_ids()
+
+
+def test_init_refuses_to_overwrite(sample: Path) -> None:
+    with pytest.raises(InitError, match="exists already"):
+        write_sample_config(sample.parent, name="x", admin_password="pw", port=1)
+
+
+def _edit(path: Path, old: str, new: str) -> None:
+    text = path.read_text()
+    assert old in text, old
+    path.write_text(text.replace(old, new, 1))
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "message"),
+    [
+        ("[storage]", '[storage]\nquotta = "1 GiB"', r"storage\.quotta: unknown key"),
+        ('quota = "4 GiB"', 'quota = "lots"', r"storage\.quota: 'lots' is not a size"),
+        ('quota = "4 GiB"', 'quota = "1 MiB"', r"storage\.quota: must be at least 16 MiB"),
+        ("port = 9443", "port = 70000", r"api\.port: must be at most 65535"),
+        ("port = 9443", 'port = "9443"', r"api\.port: expected an integer, got str '9443'"),
+        ('scheme = "https"', 'scheme = "ftp"', r"api\.scheme: must be one of https, http"),
+        ('time_zone = "UTC"', 'time_zone = "Mars/Olympus"', r"site\.time_zone: unknown time"),
+        ('source = "synthetic"', 'source = "webcam"', r"cameras\[0\]\.source: must be one of"),
+        ('id = "cam-2"', 'id = "cam-1"', r"device id 'cam-1' is used twice"),
+        ('id = "cam-2"', 'id = "Cam 2"', r"cameras\[1\]\.id: 'Cam 2' must be lowercase"),
+        (
+            'hq = { mode = "continuous" }',
+            'hq = { mode = "always" }',
+            r"cameras\[0\]\.recording\.hq\.mode: must be one of continuous",
+        ),
+        (
+            "width = 1920,",
+            "width = 1921,",
+            r"cameras\[0\]\.synthetic\.hq\.width: width and height must be even",
+        ),
+        (
+            'hq = { mode = "motion" }',
+            'hq = { mode = "schedule" }',
+            r"cameras\[1\]\.recording\.schedule: a stream records on a schedule",
+        ),
+        ('devices = ["*"]', 'devices = ["cam-9"]', r"granted unknown device 'cam-9'"),
+        ('password_hash = "scrypt', 'password_hash = "md5', r"users\[0\]\.password_hash"),
+        ("period_s = 40", "period_s = 0", r"inputs\[0\]\.period_s: must be at least 1"),
+        (
+            "motion_duration_s = 8",
+            "motion_duration_s = 31",
+            r"cameras\[0\]\.synthetic\.motion_duration_s: must be shorter than motion_period_s",
+        ),
+        (
+            "post_buffer_s = 10\n\n[cameras.motion]",
+            'post_buffer_s = 10\nschedule = ["mon-fri 8:00-18:00"]\n\n[cameras.motion]',
+            r"cameras\[0\]\.recording\.schedule: .*'8:00'",
+        ),
+    ],
+)
+def test_errors_name_the_key(sample: Path, old: str, new: str, message: str) -> None:
+    _edit(sample, old, new)
+    with pytest.raises(ConfigError, match=message) as info:
+        load_agent_config(sample)
+    assert str(sample.resolve().name) in str(info.value)
+
+
+def test_rtsp_camera_url_with_dangerous_scheme_is_refused(sample: Path) -> None:
+    text = sample.read_text() + (
+        '\n[[cameras]]\nid = "ipcam"\nsource = "rtsp"\n[cameras.rtsp]\n'
+        'hq_url = "concat:/etc/passwd|/etc/shadow"\nlq_url = "rtsp://10.0.0.5/sub"\n'
+    )
+    sample.write_text(text)
+    with pytest.raises(ConfigError, match=r"cameras\[2\]\.rtsp\.hq_url"):
+        load_agent_config(sample)
+
+
+def test_rtsp_camera_with_good_urls_loads(sample: Path) -> None:
+    text = sample.read_text() + (
+        '\n[[cameras]]\nid = "ipcam"\nsource = "rtsp"\n[cameras.rtsp]\n'
+        'hq_url = "rtsp://user:secret@10.0.0.5:554/main"\nlq_url = "rtsp://10.0.0.5/sub"\n'
+    )
+    sample.write_text(text)
+    config = load_agent_config(sample)
+    assert config.cameras[2].source == "rtsp"
+
+
+def test_not_toml_is_reported_with_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "agent.toml"
+    path.write_text("[site\nname=")
+    with pytest.raises(ConfigError, match=r"agent\.toml: not valid TOML"):
+        load_agent_config(path)
+
+
+def test_missing_file_is_reported(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read the configuration file"):
+        load_agent_config(tmp_path / "absent.toml")
+
+
+def test_missing_required_section(tmp_path: Path) -> None:
+    path = tmp_path / "agent.toml"
+    path.write_text('[storage]\npath = "x"\n')
+    with pytest.raises(ConfigError, match="site: is required"):
+        load_agent_config(path)
+
+
+def test_picamera2_low_resolution_output_shares_the_frame_rate(sample: Path) -> None:
+    text = sample.read_text() + (
+        '\n[[cameras]]\nid = "picam"\nsource = "picamera2"\n[cameras.picamera2]\n'
+        "lq = { width = 640, height = 360, fps = 8 }\n"
+    )
+    sample.write_text(text)
+    with pytest.raises(ConfigError, match=r"cameras\[2\]\.picamera2\.lq: fps must equal hq fps"):
+        load_agent_config(sample)
