@@ -102,7 +102,8 @@ class MotionRecord:
         """The record as one msgpack value: [tag, version, at_ns, score, [[l, t, r, b], ...]]."""
         boxes = [[b.left, b.top, b.right, b.bottom] for b in self.boxes]
         value = [MOTION_RECORD_TAG, MOTION_RECORD_VERSION, self.at_ns, self.score, boxes]
-        return msgpack.packb(value, use_bin_type=True)
+        encoded: bytes = msgpack.packb(value, use_bin_type=True)
+        return encoded
 
     @classmethod
     def from_bytes(cls, data: bytes) -> MotionRecord:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import socket
-from collections.abc import Iterator
+import subprocess
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 
@@ -34,3 +36,36 @@ def rtsp_server() -> Iterator[RtspServerProcess]:
         yield server
     finally:
         server.stop()
+
+
+TmpfsFactory = Callable[[str], Path]
+
+
+@pytest.fixture
+def tmpfs(tmp_path: Path) -> Iterator[TmpfsFactory]:
+    """Mounts small tmpfs disks (size as for mount, e.g. "8m"), unmounted after the test.
+
+    Needs root (as in CI and scripts/test.sh); where mounting is not permitted, the test
+    is skipped with the mount's own error.
+    """
+    mounted: list[Path] = []
+
+    def mount(size: str) -> Path:
+        mount_point = tmp_path / f"disk-{len(mounted)}"
+        mount_point.mkdir()
+        result = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mount_point)],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if result.returncode != 0:
+            pytest.skip(f"mount -t tmpfs is not permitted here: {result.stderr.strip()}")
+        mounted.append(mount_point)
+        return mount_point
+
+    try:
+        yield mount
+    finally:
+        for mount_point in mounted:
+            subprocess.run(["umount", str(mount_point)], check=False)

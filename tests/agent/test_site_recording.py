@@ -2,67 +2,20 @@
 
 from __future__ import annotations
 
-import asyncio
 import itertools
-import random
 from collections.abc import Iterator
 from pathlib import Path
 
 import av
-import pytest
 
-from agent.config import AgentConfig, load_agent_config
-from agent.run_command import retention_policy
-from agent.site_runtime import AgentSite
-from agent.source_factory import build_source
+from agent.config import load_agent_config
 from agent.store_audit import audit_store
-from agent.store_writer import StoreWriter
 from agent.system_events import SystemEventKind
 from shared.chunk import SignedChunk
-from shared.clock import NS_PER_S, SystemClock
-from shared.signing import SiteSigner
-from shared.store.chunk_store import ChunkStore
+from shared.clock import NS_PER_S
 from tests.agent.site_config import small_camera, write_site_config
+from tests.agent.site_run import read_stream, record_site
 from tests.rtsp_server import RtspServerProcess
-
-
-async def _record(config: AgentConfig, seconds: float) -> AgentSite:
-    clock = SystemClock()
-    store = ChunkStore.open(
-        config.storage.path,
-        quota_bytes=config.storage.quota_bytes,
-        hold_budget_bytes=config.storage.hold_budget_bytes,
-        clock=clock,
-        retention=retention_policy(config),
-    )
-    writer = StoreWriter(store)
-    site = AgentSite(
-        config,
-        writer=writer,
-        signer=SiteSigner.load_or_create(config.storage.key_path),
-        clock=clock,
-        source_factory=lambda camera: build_source(camera, clock=clock),
-        rng=random.Random(7),
-    )
-    task = asyncio.create_task(site.run())
-    await asyncio.sleep(seconds)
-    task.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await task
-    await asyncio.to_thread(writer.close)
-    store.close()
-    return site
-
-
-def _read_all(config: AgentConfig, device_id: str, stream: str) -> list[SignedChunk]:
-    with ChunkStore.open(
-        config.storage.path,
-        quota_bytes=config.storage.quota_bytes,
-        hold_budget_bytes=0,
-        clock=SystemClock(),
-        readonly=True,
-    ) as store:
-        return store.read_chunks(device_id, stream, 0, 2**63 - 1)
 
 
 def _decode_frames(chunk: SignedChunk) -> Iterator[av.VideoFrame]:
@@ -83,13 +36,13 @@ async def test_synthetic_site_records_every_device_and_verifies(tmp_path: Path) 
     )
     devices += '\n[[inputs]]\nid = "door"\nperiod_s = 4\n'
     config = load_agent_config(write_site_config(tmp_path, devices))
-    site = await _record(config, 9.0)
+    site = await record_site(config, 9.0)
 
     kinds = {event.kind for event in site.events.recent()}
     assert SystemEventKind.MOTION_STARTED in kinds
     assert SystemEventKind.INPUT_ACTIVE in kinds
 
-    hq = _read_all(config, "cam-a", "hq")
+    hq = read_stream(config, "cam-a", "hq")
     assert len(hq) >= 6  # about one GOP per second over 9 s
     for chunk in hq:
         frames = list(_decode_frames(chunk))
@@ -103,15 +56,15 @@ async def test_synthetic_site_records_every_device_and_verifies(tmp_path: Path) 
     covered_s = (hq[-1].header.end_ns - hq[0].header.start_ns) / NS_PER_S
     assert 6.0 <= covered_s <= 9.5
 
-    lq = _read_all(config, "cam-a", "lq")
+    lq = read_stream(config, "cam-a", "lq")
     assert len(list(_decode_frames(lq[0]))) == len(lq[0].header.packets)
-    assert _read_all(config, "cam-a.mic", "audio")
-    assert _read_all(config, "cam-a.motion", "motion")
-    assert _read_all(config, "door", "state")
+    assert read_stream(config, "cam-a.mic", "audio")
+    assert read_stream(config, "cam-a.motion", "motion")
+    assert read_stream(config, "door", "state")
 
     # Motion mode: hq of cam-b only around motion, lq of cam-b all the time.
-    motion_hq = _read_all(config, "cam-b", "hq")
-    all_lq = _read_all(config, "cam-b", "lq")
+    motion_hq = read_stream(config, "cam-b", "hq")
+    all_lq = read_stream(config, "cam-b", "lq")
     assert motion_hq
     assert len(motion_hq) < len(all_lq)
 
@@ -124,10 +77,10 @@ async def test_synthetic_site_records_every_device_and_verifies(tmp_path: Path) 
 
 async def test_restart_continues_the_chain_with_a_declared_gap(tmp_path: Path) -> None:
     config = load_agent_config(write_site_config(tmp_path, small_camera("cam-a")))
-    await _record(config, 3.5)
-    first = _read_all(config, "cam-a", "hq")
-    await _record(config, 3.5)
-    both = _read_all(config, "cam-a", "hq")
+    await record_site(config, 3.5)
+    first = read_stream(config, "cam-a", "hq")
+    await record_site(config, 3.5)
+    both = read_stream(config, "cam-a", "hq")
     restarted = both[len(first)]
     assert restarted.header.seq == first[-1].header.seq + 1
     assert restarted.header.prev_chunk_hash == first[-1].chunk_hash
@@ -149,9 +102,9 @@ lq_url = "{rtsp_server.url("/lq")}"
 enabled = false
 """
     config = load_agent_config(write_site_config(tmp_path, devices))
-    await _record(config, 6.0)
+    await record_site(config, 6.0)
     for stream in ("hq", "lq"):
-        chunks = _read_all(config, "ipcam", stream)
+        chunks = read_stream(config, "ipcam", stream)
         assert len(chunks) >= 2, stream
         assert chunks[0].header.codec.codec == "h264"
         frames = list(_decode_frames(chunks[-1]))

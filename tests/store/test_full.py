@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from shared.clock import ManualClock
 from shared.store import ChunkStore, DeletionReason, StoreFull, check_store
+from tests.conftest import TmpfsFactory
 from tests.store.store_chunks import T0_NS, ChunkFactory
 
 MIB = 1 << 20
@@ -78,22 +77,9 @@ def test_full_map_with_everything_held_raises_store_full(
 
 
 @pytest.fixture
-def small_disk(tmp_path: Path) -> Iterator[Path]:
-    """An 8 MiB tmpfs, or a skip when this machine does not allow mounting one."""
-    mount_point = tmp_path / "disk"
-    mount_point.mkdir()
-    result = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(mount_point)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if result.returncode != 0:
-        pytest.skip(f"mount -t tmpfs is not permitted here: {result.stderr.strip()}")
-    try:
-        yield mount_point
-    finally:
-        subprocess.run(["umount", str(mount_point)], check=False)
+def small_disk(tmpfs: TmpfsFactory) -> Path:
+    """An 8 MiB disk."""
+    return tmpfs("8m")
 
 
 def test_full_disk_runs_emergency_retention(
