@@ -44,8 +44,8 @@ from agent.sources.base import (
 from agent.sources.handoff import ThreadHandoff
 from agent.sources.pacing import ThreadPacer
 from agent.sources.timing import WallClockMapper
+from agent.sources.worker_source import WorkerFedSource
 from agent.sources.workers import (
-    SourceWorkers,
     crash_reporter,
     reject_threadsafe,
     resolve_threadsafe,
@@ -70,7 +70,7 @@ class _Track:
     time_base: Fraction
 
 
-class FileCamera:
+class FileCamera(WorkerFedSource):
     """Loops one media file (hq, optional audio) and optionally a second one (lq)."""
 
     def __init__(
@@ -93,9 +93,7 @@ class FileCamera:
         self._realtime = realtime
         self._loop = loop
         self._audio = audio
-        self._capacity = max_queued_packets
-        self._handoff: ThreadHandoff[MediaPacket] | None = None
-        self._workers: SourceWorkers | None = None
+        super().__init__(capacity=max_queued_packets, stop_timeout_s=STOP_TIMEOUT_S)
 
     def describe(self) -> str:
         """A log-safe description: the file paths."""
@@ -113,10 +111,7 @@ class FileCamera:
         for role, path in self._files.items():
             if not path.is_file():
                 raise SourceConfigError(f"{role} file {path} does not exist or is not a file")
-        loop = asyncio.get_running_loop()
-        handoff = ThreadHandoff[MediaPacket](loop, self._capacity)
-        workers = SourceWorkers(loop, name="file")
-        self._handoff, self._workers = handoff, workers
+        loop, handoff, workers = self._start_workers("file")
         pending: list[asyncio.Future[dict[str, CodecConfig]]] = []
         for role, path in self._files.items():
             configs: asyncio.Future[dict[str, CodecConfig]] = loop.create_future()
@@ -134,34 +129,13 @@ class FileCamera:
             )
             on_crash = crash_reporter(loop, configs, handoff.finish, f"{role} file {path}")
             workers.start(role, functools.partial(player.run, configs), on_crash=on_crash)
-        try:
-            async with asyncio.timeout(OPEN_TIMEOUT_S):
-                results = await asyncio.gather(*pending)
-        except TimeoutError:
-            await self.close()
-            raise SourceUnavailable(f"{self.describe()}: opening took too long") from None
-        except BaseException:
-            await self.close()
-            raise
+        results = await self._opened_within(
+            asyncio.gather(*pending), timeout_s=OPEN_TIMEOUT_S, problem="opening took too long"
+        )
         merged: dict[str, CodecConfig] = {}
         for result in results:
             merged.update(result)
         return merged
-
-    async def read(self) -> MediaPacket:
-        """The next packet of any stream."""
-        if self._handoff is None:
-            raise SourceUnavailable(f"{self.describe()} is not open")
-        return await self._handoff.get()
-
-    async def close(self) -> None:
-        """Stop the demux threads; idempotent."""
-        handoff, workers = self._handoff, self._workers
-        self._handoff = self._workers = None
-        if handoff is not None:
-            handoff.close()
-        if workers is not None:
-            await workers.stop(STOP_TIMEOUT_S)
 
 
 class _FilePlayer:

@@ -37,8 +37,8 @@ from agent.sources.base import STREAM_HQ, STREAM_LQ, SourceConfigError, SourceUn
 from agent.sources.handoff import ThreadHandoff
 from agent.sources.synthetic import VideoStreamSpec
 from agent.sources.timing import WallClockMapper
+from agent.sources.worker_source import WorkerFedSource
 from agent.sources.workers import (
-    SourceWorkers,
     crash_reporter,
     reject_threadsafe,
     resolve_threadsafe,
@@ -102,7 +102,7 @@ def load_picamera2_api() -> Picamera2Api:
     )
 
 
-class Picamera2Camera:
+class Picamera2Camera(WorkerFedSource):
     """The Pi camera's main output as "hq" and its lores output as "lq" (see module doc)."""
 
     def __init__(
@@ -133,10 +133,8 @@ class Picamera2Camera:
         self._specs = {STREAM_HQ: hq, STREAM_LQ: lq}
         self._open_timeout_s = open_timeout_s
         self._read_timeout_s = read_timeout_s
-        self._capacity = max_queued_packets
         self._api_loader = api_loader
-        self._handoff: ThreadHandoff[MediaPacket] | None = None
-        self._workers: SourceWorkers | None = None
+        super().__init__(capacity=max_queued_packets, stop_timeout_s=open_timeout_s)
 
     def describe(self) -> str:
         """Which camera, at which sizes."""
@@ -148,12 +146,7 @@ class Picamera2Camera:
 
     async def open(self) -> Mapping[str, CodecConfig]:
         """Start the camera and both encoders; return the configs once both sent a keyframe."""
-        if self._workers is not None:
-            raise RuntimeError(f"{self.describe()} is already open")
-        loop = asyncio.get_running_loop()
-        handoff = ThreadHandoff[MediaPacket](loop, self._capacity)
-        workers = SourceWorkers(loop, name=f"picamera2-{self._camera_num}")
-        self._handoff, self._workers = handoff, workers
+        loop, handoff, workers = self._start_workers(f"picamera2-{self._camera_num}")
         started: asyncio.Future[None] = loop.create_future()
         configs: dict[str, asyncio.Future[CodecConfig]] = {
             stream: loop.create_future() for stream in self._specs
@@ -180,16 +173,16 @@ class Picamera2Camera:
         )
         on_crash = crash_reporter(loop, started, handoff.finish, self.describe())
         workers.start("control", control.run, on_crash=on_crash)
-        try:
-            async with asyncio.timeout(self._open_timeout_s):
-                await started
-                results = await asyncio.gather(*configs.values())
-        except TimeoutError:
-            await self.close()
-            raise SourceUnavailable(f"{self.describe()}: no keyframe from the encoders") from None
-        except BaseException:
-            await self.close()
-            raise
+
+        async def both_started() -> list[CodecConfig]:
+            await started
+            return list(await asyncio.gather(*configs.values()))
+
+        results = await self._opened_within(
+            both_started(),
+            timeout_s=self._open_timeout_s,
+            problem="no keyframe from the encoders",
+        )
         return dict(zip(configs, results, strict=True))
 
     async def read(self) -> MediaPacket:
@@ -197,24 +190,13 @@ class Picamera2Camera:
 
         The stall bound is an I/O timeout on the event loop's monotonic clock.
         """
-        if self._handoff is None:
-            raise SourceUnavailable(f"{self.describe()} is not open")
         try:
             async with asyncio.timeout(self._read_timeout_s):
-                return await self._handoff.get()
+                return await super().read()
         except TimeoutError:
             raise SourceUnavailable(
                 f"{self.describe()}: no frames for {self._read_timeout_s:g} s"
             ) from None
-
-    async def close(self) -> None:
-        """Stop the encoders and release the camera; idempotent."""
-        handoff, workers = self._handoff, self._workers
-        self._handoff = self._workers = None
-        if handoff is not None:
-            handoff.close()
-        if workers is not None:
-            await workers.stop(self._open_timeout_s)
 
 
 class _StreamSink:

@@ -39,8 +39,8 @@ from agent.sources.base import STREAM_AUDIO, STREAM_HQ, STREAM_LQ, SourceUnavail
 from agent.sources.handoff import ThreadHandoff
 from agent.sources.timing import WallClockMapper
 from agent.sources.url_policy import redact_url, scrub_url_secrets, validate_camera_url
+from agent.sources.worker_source import WorkerFedSource
 from agent.sources.workers import (
-    SourceWorkers,
     crash_reporter,
     reject_threadsafe,
     resolve_threadsafe,
@@ -57,7 +57,7 @@ _US_PER_S = 1_000_000
 _ANALYZE_DURATION_US = 1_000_000  # probe 1 s; the session description has the rest
 
 
-class RtspCamera:
+class RtspCamera(WorkerFedSource):
     """A camera with a main (hq) and an optional sub (lq) RTSP profile."""
 
     def __init__(
@@ -83,9 +83,8 @@ class RtspCamera:
         self._open_timeout_s = open_timeout_s
         self._read_timeout_s = read_timeout_s
         self._audio = audio
-        self._capacity = max_queued_packets
-        self._handoff: ThreadHandoff[MediaPacket] | None = None
-        self._workers: SourceWorkers | None = None
+        # A thread stuck in a read exits at its timeout.
+        super().__init__(capacity=max_queued_packets, stop_timeout_s=read_timeout_s + 2)
 
     def describe(self) -> str:
         """The redacted URLs."""
@@ -94,12 +93,7 @@ class RtspCamera:
 
     async def open(self) -> Mapping[str, CodecConfig]:
         """Connect every profile; return the stream configurations or raise SourceUnavailable."""
-        if self._workers is not None:
-            raise RuntimeError(f"{self.describe()} is already open")
-        loop = asyncio.get_running_loop()
-        handoff = ThreadHandoff[MediaPacket](loop, self._capacity)
-        workers = SourceWorkers(loop, name="rtsp")
-        self._handoff, self._workers = handoff, workers
+        loop, handoff, workers = self._start_workers("rtsp")
         pending: list[asyncio.Future[dict[str, CodecConfig]]] = []
         for role, url in self._urls.items():
             configs: asyncio.Future[dict[str, CodecConfig]] = loop.create_future()
@@ -117,36 +111,17 @@ class RtspCamera:
             )
             on_crash = crash_reporter(loop, configs, handoff.finish, f"{role} {redact_url(url)}")
             workers.start(role, functools.partial(session.run, configs), on_crash=on_crash)
-        try:
-            # The threads enforce the timeouts inside FFmpeg; this outer bound only
-            # catches a library that ignores them.
-            async with asyncio.timeout(self._open_timeout_s * 2 + 5):
-                results = await asyncio.gather(*pending)
-        except TimeoutError:
-            await self.close()
-            raise SourceUnavailable(f"{self.describe()}: connecting took too long") from None
-        except BaseException:
-            await self.close()
-            raise
+        # The threads enforce the timeouts inside FFmpeg; this outer bound only catches a
+        # library that ignores them.
+        results = await self._opened_within(
+            asyncio.gather(*pending),
+            timeout_s=self._open_timeout_s * 2 + 5,
+            problem="connecting took too long",
+        )
         merged: dict[str, CodecConfig] = {}
         for result in results:
             merged.update(result)
         return merged
-
-    async def read(self) -> MediaPacket:
-        """The next packet of any stream; SourceUnavailable once any session failed."""
-        if self._handoff is None:
-            raise SourceUnavailable(f"{self.describe()} is not open")
-        return await self._handoff.get()
-
-    async def close(self) -> None:
-        """Stop both sessions; idempotent. A thread stuck in a read exits at its timeout."""
-        handoff, workers = self._handoff, self._workers
-        self._handoff = self._workers = None
-        if handoff is not None:
-            handoff.close()
-        if workers is not None:
-            await workers.stop(self._read_timeout_s + 2)
 
 
 class _Session:

@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass
 from fractions import Fraction
@@ -51,8 +52,8 @@ from agent.sources.base import (
 from agent.sources.handoff import ThreadHandoff
 from agent.sources.pacing import ThreadPacer
 from agent.sources.timing import WallClockMapper
+from agent.sources.worker_source import WorkerFedSource
 from agent.sources.workers import (
-    SourceWorkers,
     crash_reporter,
     reject_threadsafe,
     resolve_threadsafe,
@@ -150,7 +151,7 @@ def scene_graph(
     return graph
 
 
-class SyntheticCamera:
+class SyntheticCamera(WorkerFedSource):
     """An in-process camera giving "hq", "lq" and optionally "audio" (see module doc)."""
 
     def __init__(
@@ -181,10 +182,8 @@ class SyntheticCamera:
         self._motion = motion
         self._realtime = realtime
         self._name = name
-        self._capacity = max_queued_packets
         self._preset = x264_preset
-        self._handoff: ThreadHandoff[MediaPacket] | None = None
-        self._workers: SourceWorkers | None = None
+        super().__init__(capacity=max_queued_packets, stop_timeout_s=STOP_TIMEOUT_S)
 
     def describe(self) -> str:
         """A log-safe description."""
@@ -200,12 +199,7 @@ class SyntheticCamera:
 
     async def open(self) -> Mapping[str, CodecConfig]:
         """Start the encoder thread; return the stream configurations once it runs."""
-        if self._workers is not None:
-            raise RuntimeError(f"{self.describe()} is already open")
-        loop = asyncio.get_running_loop()
-        handoff = ThreadHandoff[MediaPacket](loop, self._capacity)
-        workers = SourceWorkers(loop, name=f"synthetic-{self._name}")
-        self._handoff, self._workers = handoff, workers
+        loop, handoff, workers = self._start_workers(f"synthetic-{self._name}")
         configs: asyncio.Future[dict[str, CodecConfig]] = loop.create_future()
         stop = workers.stop_requested
 
@@ -214,30 +208,9 @@ class SyntheticCamera:
 
         on_crash = crash_reporter(loop, configs, handoff.finish, self.describe())
         workers.start("encoder", produce, on_crash=on_crash)
-        try:
-            async with asyncio.timeout(OPEN_TIMEOUT_S):
-                return await configs
-        except TimeoutError:
-            await self.close()
-            raise SourceUnavailable(f"{self.describe()}: encoder did not start") from None
-        except BaseException:
-            await self.close()
-            raise
-
-    async def read(self) -> MediaPacket:
-        """The next packet of any stream (see module doc)."""
-        if self._handoff is None:
-            raise SourceUnavailable(f"{self.describe()} is not open")
-        return await self._handoff.get()
-
-    async def close(self) -> None:
-        """Stop the encoder thread and drop queued packets; idempotent."""
-        handoff, workers = self._handoff, self._workers
-        self._handoff = self._workers = None
-        if handoff is not None:
-            handoff.close()
-        if workers is not None:
-            await workers.stop(STOP_TIMEOUT_S)
+        return await self._opened_within(
+            configs, timeout_s=OPEN_TIMEOUT_S, problem="encoder did not start"
+        )
 
     # --- worker thread -------------------------------------------------------------------
 
@@ -311,15 +284,16 @@ def _with_wall(packet: MediaPacket, wall_ns: int) -> MediaPacket:
     )
 
 
-class _Encoder:
+class _Encoder(ABC):
     """One output stream: turns the graph's frames into packets (wall_ns left at 0)."""
 
     stream: str
     config: CodecConfig
     time_base: Fraction
 
+    @abstractmethod
     def encode(self, frame: object) -> list[MediaPacket]:
-        raise NotImplementedError
+        """Packets for one frame of the graph's output (possibly none yet)."""
 
 
 class _VideoEncoder(_Encoder):
