@@ -22,6 +22,7 @@ from agent.event_hub import EventHub
 from agent.recording_policy import StoredChunkPlan, StreamRecordingGate, TriggerKind
 from agent.store_writer import StoreWriter
 from agent.system_events import SystemEvent, SystemEventKind
+from shared.chunk import SignedChunk
 from shared.clock import Clock
 from shared.media import CodecConfig, MediaPacket
 from shared.store.errors import StoreError, StoreFull
@@ -120,20 +121,31 @@ class StreamRecorder:
     async def _store(self, plans: list[StoredChunkPlan]) -> None:
         for plan in plans:
             chunk = self._sealer.seal(plan.draft, discontinuity=plan.discontinuity)
+            writing = asyncio.ensure_future(self._put(chunk))
             try:
-                stored = await self._writer.put(chunk, sealed_here=True)
-            except StoreError as exc:
-                self._sealer.dropped()
-                self.counters.chunks_failed += 1
-                self._report_failure(exc)
-                continue
-            self._sealer.committed(chunk)
-            if stored:
-                self.counters.chunks_stored += 1
-                self.counters.bytes_stored += len(chunk.payload)
-            if self._full_reported:
-                self._full_reported = False
-                _log.info("%s/%s: storing again", self.device_id, self.stream)
+                await asyncio.shield(writing)
+            except asyncio.CancelledError:
+                # The commit goes on in the writer thread whatever happens here. Wait for it
+                # and its bookkeeping (one commit at most), so the chain head matches the
+                # store before anything else seals the next chunk of this stream.
+                await writing
+                raise
+
+    async def _put(self, chunk: SignedChunk) -> None:
+        try:
+            stored = await self._writer.put(chunk, sealed_here=True)
+        except StoreError as exc:
+            self._sealer.dropped()
+            self.counters.chunks_failed += 1
+            self._report_failure(exc)
+            return
+        self._sealer.committed(chunk)
+        if stored:
+            self.counters.chunks_stored += 1
+            self.counters.bytes_stored += len(chunk.payload)
+        if self._full_reported:
+            self._full_reported = False
+            _log.info("%s/%s: storing again", self.device_id, self.stream)
 
     def _report_failure(self, exc: StoreError) -> None:
         kind = (

@@ -60,7 +60,14 @@ def serve() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--audio", action="store_true", help="add a G.711 A-law track to /hq")
+    parser.add_argument(
+        "--hq", default="320x240@15:400", help="main profile as WIDTHxHEIGHT@FPS:KBPS"
+    )
     args = parser.parse_args()
+    size, _, rest = args.hq.partition("@")
+    hq_fps, _, hq_kbps = rest.partition(":")
+    hq_width, _, hq_height = size.partition("x")
+    hq_profile = (int(hq_width), int(hq_height), int(hq_fps), int(hq_kbps))
 
     Gst.init(None)
     server = GstRtspServer.RTSPServer()
@@ -68,7 +75,7 @@ def serve() -> int:
     server.set_service(str(args.port))
     mounts = server.get_mount_points()
     for path, (width, height, fps, kbps), audio in (
-        ("/hq", (320, 240, 15, 400), args.audio),
+        ("/hq", hq_profile, args.audio),
         ("/lq", (160, 120, 5, 100), False),
     ):
         factory = GstRtspServer.RTSPMediaFactory()
@@ -103,9 +110,17 @@ def system_python_has_gi(python: str = SYSTEM_PYTHON) -> bool:
 class RtspServerProcess:
     """This script run as a child process on a fixed port; can be stopped and restarted."""
 
-    def __init__(self, port: int, *, audio: bool = False, python: str = SYSTEM_PYTHON) -> None:
+    def __init__(
+        self,
+        port: int,
+        *,
+        audio: bool = False,
+        hq_profile: str = "320x240@15:400",
+        python: str = SYSTEM_PYTHON,
+    ) -> None:
         self.port = port
         self._audio = audio
+        self._hq_profile = hq_profile
         self._python = python
         self._process: subprocess.Popen[str] | None = None
 
@@ -117,7 +132,14 @@ class RtspServerProcess:
         """Start the server and wait for its READY line."""
         if self._process is not None:
             raise RuntimeError("the RTSP test server is already running")
-        command = [self._python, str(Path(__file__).resolve()), "--port", str(self.port)]
+        command = [
+            self._python,
+            str(Path(__file__).resolve()),
+            "--port",
+            str(self.port),
+            "--hq",
+            self._hq_profile,
+        ]
         if self._audio:
             command.append("--audio")
         process = subprocess.Popen(

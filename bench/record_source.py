@@ -1,9 +1,11 @@
-"""Records one media file through the agent's recording path (as fast as it can be read, or
-at its own pace with --realtime, as a camera delivers it).
+"""Records one camera's main stream through the agent's recording path.
 
-    python bench/record_file.py MEDIA STORE_DIR [--realtime]
+    python bench/record_source.py MEDIA_FILE STORE_DIR [--realtime]
+    python bench/record_source.py rtsp://... STORE_DIR --seconds N
 
-Used by `record_cpu.py` as a child process: FileCamera (demux, no transcoding) -> chunker ->
+A file is read as fast as it can be (or at its own pace with --realtime, as a camera delivers
+it); an RTSP camera is recorded for N seconds. Used by `record_cpu.py` as a child process:
+the source (demux, no transcoding) -> chunker ->
 recording gate -> sealing (SHA-256, Ed25519) -> one synced LMDB commit per chunk. Prints one
 JSON line with the CPU seconds spent recording (after imports and setup) and what was stored.
 """
@@ -19,8 +21,9 @@ from pathlib import Path
 from agent.chain_sealer import ChainSealer
 from agent.event_hub import EventHub
 from agent.recording_policy import RecordingMode, StreamRecordingGate
-from agent.sources.base import SourceUnavailable
+from agent.sources.base import CameraSource, SourceUnavailable
 from agent.sources.file import FileCamera
+from agent.sources.rtsp import RtspCamera
 from agent.store_writer import StoreWriter
 from agent.stream_recorder import StreamRecorder
 from shared.clock import SystemClock
@@ -37,7 +40,9 @@ def _sys_s() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_stime
 
 
-async def record(media: Path, store_dir: Path, *, realtime: bool) -> dict[str, float]:
+async def record(
+    media: str, store_dir: Path, *, realtime: bool, seconds: float | None
+) -> dict[str, float]:
     clock = SystemClock()
     store = ChunkStore.open(store_dir, quota_bytes=8 * 1024**3, hold_budget_bytes=0, clock=clock)
     writer = StoreWriter(store)
@@ -56,17 +61,26 @@ async def record(media: Path, store_dir: Path, *, realtime: bool) -> dict[str, f
         events=EventHub(),
         clock=clock,
     )
-    camera = FileCamera(media, clock=clock, realtime=realtime, loop=False, audio=False)
-    start_cpu, start_sys = _cpu_s(), _sys_s()
+    camera: CameraSource
+    if media.startswith("rtsp://"):
+        camera = RtspCamera(media, clock=clock, audio=False)
+    else:
+        camera = FileCamera(Path(media), clock=clock, realtime=realtime, loop=False, audio=False)
     configs = await camera.open()
+    start_cpu, start_sys = _cpu_s(), _sys_s()
     await recorder.set_codec(configs["hq"])
-    try:
+
+    async def consume() -> None:
         while True:
             packet = await camera.read()
             if packet.stream == "hq":
                 await recorder.push(packet)
-    except SourceUnavailable:
-        pass  # the end of the file
+
+    try:
+        async with asyncio.timeout(seconds):
+            await consume()
+    except (SourceUnavailable, TimeoutError):
+        pass  # the end of the file, or of the recording time
     await recorder.flush()
     await camera.close()
     cpu_s, sys_s = _cpu_s() - start_cpu, _sys_s() - start_sys
@@ -82,6 +96,9 @@ async def record(media: Path, store_dir: Path, *, realtime: bool) -> dict[str, f
 
 
 if __name__ == "__main__":
-    realtime = len(sys.argv) > 3 and sys.argv[3] == "--realtime"
-    result = asyncio.run(record(Path(sys.argv[1]), Path(sys.argv[2]), realtime=realtime))
+    options = sys.argv[3:]
+    duration = float(options[options.index("--seconds") + 1]) if "--seconds" in options else None
+    result = asyncio.run(
+        record(sys.argv[1], Path(sys.argv[2]), realtime="--realtime" in options, seconds=duration)
+    )
     print(json.dumps(result))
