@@ -6,6 +6,7 @@ import argparse
 import importlib
 import sys
 from collections.abc import Sequence
+from importlib import metadata
 
 # Each program registers its commands; imported lazily so `siteline agent ...` never loads
 # the central's code and the other way round.
@@ -19,6 +20,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="siteline", description="Siteline: multi-site video surveillance."
     )
+    parser.add_argument("--version", action="version", version=f"siteline {_version()}")
     groups = parser.add_subparsers(dest="group", metavar="COMMAND", required=True)
     for name, (module_name, help_text) in _COMMAND_GROUPS.items():
         group = groups.add_parser(name, help=help_text, description=help_text)
@@ -27,6 +29,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     handler = args.handler
     return int(handler(args))
+
+
+def _version() -> str:
+    try:
+        return metadata.version("siteline")
+    except metadata.PackageNotFoundError:  # run from a source tree that is not installed
+        return "unknown"
 
 
 if __name__ == "__main__":

@@ -134,3 +134,22 @@ def test_picamera2_low_resolution_output_shares_the_frame_rate(sample: Path) -> 
     sample.write_text(text)
     with pytest.raises(ConfigError, match=r"cameras\[2\]\.picamera2\.lq: fps must equal hq fps"):
         load_agent_config(sample)
+
+
+def test_command_line_version_and_init_then_check(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from shared.command_line import main  # noqa: PLC0415
+
+    with pytest.raises(SystemExit) as done:
+        main(["--version"])
+    assert done.value.code == 0
+    assert capsys.readouterr().out.startswith("siteline ")
+    assert (
+        main(["agent", "init", "--dir", str(tmp_path), "--admin-password", "pw", "--port", "9000"])
+        == 0
+    )
+    assert "port = 9000" in (tmp_path / "agent.toml").read_text()
+    # Nothing recorded yet and no key: check says why it cannot verify, and fails.
+    assert main(["agent", "check", "--config", str(tmp_path / "agent.toml")]) == 2
+    assert "no signing key" in capsys.readouterr().err

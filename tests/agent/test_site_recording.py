@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -109,4 +110,32 @@ enabled = false
         assert chunks[0].header.codec.codec == "h264"
         frames = list(_decode_frames(chunks[-1]))
         assert len(frames) == len(chunks[-1].header.packets)
+    assert audit_store(config).ok
+
+
+async def test_a_camera_that_is_down_is_an_event_and_the_others_record(tmp_path: Path) -> None:
+    with socket.socket() as probe:  # a port where nothing listens
+        probe.bind(("127.0.0.1", 0))
+        dead_port = probe.getsockname()[1]
+    devices = (
+        small_camera("cam-a")
+        + f"""
+[[cameras]]
+id = "gone"
+source = "rtsp"
+[cameras.rtsp]
+hq_url = "rtsp://127.0.0.1:{dead_port}/hq"
+lq_url = "rtsp://127.0.0.1:{dead_port}/lq"
+open_timeout_s = 1
+[cameras.motion]
+enabled = false
+"""
+    )
+    config = load_agent_config(write_site_config(tmp_path, devices))
+    site = await record_site(config, 5.0)
+    lost = [e for e in site.events.recent() if e.kind is SystemEventKind.CAMERA_LOST]
+    assert [e.device_id for e in lost] == ["gone"]  # once per outage, not once per retry
+    assert "127.0.0.1" in lost[0].detail
+    assert len(read_stream(config, "cam-a", "hq")) >= 3
+    assert read_stream(config, "gone", "hq") == []
     assert audit_store(config).ok
