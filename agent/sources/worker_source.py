@@ -18,6 +18,11 @@ from shared.media import MediaPacket
 
 T = TypeVar("T")
 
+HANDOFF_MIN_WAKE_INTERVAL_S = 0.1
+"""How often at most a packet from a worker thread wakes the event loop (see `ThreadHandoff`).
+Each wake-up costs about as much CPU as demuxing the packet; rationing them cut a live 1080p
+camera's cost by a quarter (docs/benchmarks.md). Live video waits at most this much longer."""
+
 
 class WorkerFedSource(ABC):
     """Base of the camera sources whose packets come from worker threads."""
@@ -39,7 +44,9 @@ class WorkerFedSource(ABC):
         if self._workers is not None:
             raise RuntimeError(f"{self.describe()} is already open")
         loop = asyncio.get_running_loop()
-        handoff = ThreadHandoff[MediaPacket](loop, self._capacity)
+        handoff = ThreadHandoff[MediaPacket](
+            loop, self._capacity, min_wake_interval_s=HANDOFF_MIN_WAKE_INTERVAL_S
+        )
         workers = SourceWorkers(loop, name=name)
         self._handoff, self._workers = handoff, workers
         return loop, handoff, workers

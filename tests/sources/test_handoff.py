@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 
 import pytest
 
@@ -64,3 +65,47 @@ async def test_finish_raises_after_the_queued_items_and_keeps_raising() -> None:
 async def test_capacity_must_be_positive() -> None:
     with pytest.raises(ValueError, match="at least 1"):
         ThreadHandoff[int](asyncio.get_running_loop(), capacity=0)
+
+
+async def test_rationed_wake_ups_still_deliver_every_item_in_order() -> None:
+    handoff = ThreadHandoff[int](asyncio.get_running_loop(), capacity=64, min_wake_interval_s=0.1)
+
+    def produce() -> None:
+        for item in range(50):
+            assert handoff.put(item)
+            time.sleep(0.005)  # a 200 packets/s camera
+        handoff.finish("done")
+
+    producer = threading.Thread(target=produce)
+    producer.start()
+    received = [await handoff.get() for _ in range(50)]
+    with pytest.raises(SourceUnavailable, match="done"):
+        await handoff.get()
+    await asyncio.to_thread(producer.join)
+    assert received == list(range(50))
+
+
+async def test_a_half_full_queue_wakes_the_consumer_inside_the_interval() -> None:
+    # With a long interval and a small queue, the producer must never block on a full
+    # queue that the consumer was not told about.
+    handoff = ThreadHandoff[int](asyncio.get_running_loop(), capacity=4, min_wake_interval_s=3600)
+    producer = threading.Thread(target=lambda: [handoff.put(i) for i in range(20)])
+    producer.start()
+    async with asyncio.timeout(5):
+        received = [await handoff.get() for _ in range(20)]
+    await asyncio.to_thread(producer.join)
+    assert received == list(range(20))
+
+
+async def test_the_end_of_the_stream_wakes_the_consumer_at_once() -> None:
+    handoff = ThreadHandoff[int](asyncio.get_running_loop(), capacity=64, min_wake_interval_s=3600)
+    assert await asyncio.to_thread(handoff.put, 1)
+    assert await handoff.get() == 1  # the first item after a quiet spell wakes it
+    waiting = asyncio.create_task(handoff.get())
+    await asyncio.sleep(0.05)
+    await asyncio.to_thread(handoff.put, 2)  # rationed: no wake-up yet
+    await asyncio.to_thread(handoff.finish, "camera gone")
+    async with asyncio.timeout(1):
+        assert await waiting == 2
+    with pytest.raises(SourceUnavailable, match="camera gone"):
+        await handoff.get()
