@@ -109,7 +109,11 @@ class CameraRecorder:
                 await recorder.poll()
 
     async def on_input(self, active: bool, at_ns: int, source: str) -> None:
-        """An input changed: streams in event mode record around it."""
+        """An input changed: streams in event mode record around it, if this camera listens
+        to that input (`trigger_inputs`; every input when not configured)."""
+        listened = self.camera.recording.trigger_inputs
+        if listened is not None and source not in listened:
+            return
         for recorder in self.recorders.values():
             if active:
                 await recorder.trigger(TriggerKind.EVENT, at_ns, source=source)

@@ -110,6 +110,7 @@ class RecordingSettings:
     pre_buffer_s: float
     post_buffer_s: float
     schedule: tuple[str, ...]  # "mon-fri 08:00-18:00", in the site's time zone
+    trigger_inputs: tuple[str, ...] | None  # inputs that trigger event mode; None: all
 
 
 @dataclass(frozen=True)
@@ -373,6 +374,9 @@ def _recording(table: Table, default_max_age_s: int) -> RecordingSettings:
         sub.finish()
         streams[stream] = StreamRecording(mode, round(days * DAY_S))
     pre_buffer_s = table.number("pre_buffer_s", 5.0, minimum=0.0, maximum=300.0)
+    trigger_inputs = (
+        tuple(table.string_list("trigger_inputs")) if table.has("trigger_inputs") else None
+    )
     post_buffer_s = table.number("post_buffer_s", 10.0, minimum=0.0, maximum=3600.0)
     ranges = tuple(table.string_list("schedule", []))
     if ranges:
@@ -382,7 +386,13 @@ def _recording(table: Table, default_max_age_s: int) -> RecordingSettings:
             raise table.error("schedule", str(exc)) from exc
     table.finish()
     recording = RecordingSettings(
-        streams["hq"], streams["lq"], streams["audio"], pre_buffer_s, post_buffer_s, ranges
+        streams["hq"],
+        streams["lq"],
+        streams["audio"],
+        pre_buffer_s,
+        post_buffer_s,
+        ranges,
+        trigger_inputs,
     )
     if recording_uses(recording, "schedule") and not ranges:
         raise table.error("schedule", "a stream records on a schedule, but no schedule is given")
@@ -416,6 +426,14 @@ def _check_unique(root: Table, config: AgentConfig) -> None:
     for username in names:
         if names.count(username) > 1:
             raise ConfigError(f"{root.file}: user {username!r} is listed twice")
+    inputs = {device.id for device in config.inputs}
+    for index, camera in enumerate(config.cameras):
+        for input_id in camera.recording.trigger_inputs or ():
+            if input_id not in inputs:
+                raise ConfigError(
+                    f"{root.file}: cameras[{index}].recording.trigger_inputs: "
+                    f"{input_id!r} is not one of the [[inputs]]"
+                )
     known = set(seen)
     for user in config.users:
         for device_id in user.devices:

@@ -66,6 +66,11 @@ def _edit(path: Path, old: str, new: str) -> None:
             r"cameras\[1\]\.recording\.schedule: a stream records on a schedule",
         ),
         ('devices = ["*"]', 'devices = ["cam-9"]', r"granted unknown device 'cam-9'"),
+        (
+            "pre_buffer_s = 5\npost_buffer_s = 10\n\n[cameras.motion]",
+            'pre_buffer_s = 5\npost_buffer_s = 10\ntrigger_inputs = ["gate"]\n\n[cameras.motion]',
+            r"cameras\[0\]\.recording\.trigger_inputs: 'gate' is not one of the \[\[inputs\]\]",
+        ),
         ('password_hash = "scrypt', 'password_hash = "md5', r"users\[0\]\.password_hash"),
         ("period_s = 40", "period_s = 0", r"inputs\[0\]\.period_s: must be at least 1"),
         (

@@ -139,3 +139,22 @@ enabled = false
     assert len(read_stream(config, "cam-a", "hq")) >= 3
     assert read_stream(config, "gone", "hq") == []
     assert audit_store(config).ok
+
+
+async def test_event_mode_records_around_the_inputs_each_camera_listens_to(
+    tmp_path: Path,
+) -> None:
+    def listening(camera_id: str, input_id: str) -> str:
+        return small_camera(camera_id, hq_mode="event").replace(
+            "post_buffer_s = 1", f'post_buffer_s = 1\ntrigger_inputs = ["{input_id}"]'
+        )
+
+    devices = listening("cam-a", "door") + listening("cam-b", "gate")
+    devices += '\n[[inputs]]\nid = "door"\nperiod_s = 3\n'  # active at 2 s, 5 s, 8 s
+    devices += '\n[[inputs]]\nid = "gate"\nperiod_s = 400\n'  # not before 300 s
+    config = load_agent_config(write_site_config(tmp_path, devices))
+    await record_site(config, 8.0)
+    assert read_stream(config, "cam-a", "hq")  # recorded around the door's events
+    assert read_stream(config, "cam-b", "hq") == []  # its gate never opened
+    assert len(read_stream(config, "cam-b", "lq")) >= 5  # continuous, as configured
+    assert audit_store(config).ok
