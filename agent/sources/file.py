@@ -19,7 +19,6 @@ twice to get one. Each file is its own timeline and loops on its own.
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import threading
 from collections.abc import Mapping
@@ -46,7 +45,6 @@ from agent.sources.pacing import ThreadPacer
 from agent.sources.timing import WallClockMapper
 from agent.sources.worker_source import WorkerFedSource
 from agent.sources.workers import (
-    crash_reporter,
     reject_threadsafe,
     resolve_threadsafe,
 )
@@ -112,10 +110,8 @@ class FileCamera(WorkerFedSource):
             if not path.is_file():
                 raise SourceConfigError(f"{role} file {path} does not exist or is not a file")
         loop, handoff, workers = self._start_workers("file")
-        pending: list[asyncio.Future[dict[str, CodecConfig]]] = []
+        pending = []
         for role, path in self._files.items():
-            configs: asyncio.Future[dict[str, CodecConfig]] = loop.create_future()
-            pending.append(configs)
             player = _FilePlayer(
                 role=role,
                 path=path,
@@ -127,15 +123,12 @@ class FileCamera(WorkerFedSource):
                 handoff=handoff,
                 stop=workers.stop_requested,
             )
-            on_crash = crash_reporter(loop, configs, handoff.finish, f"{role} file {path}")
-            workers.start(role, functools.partial(player.run, configs), on_crash=on_crash)
-        results = await self._opened_within(
-            asyncio.gather(*pending), timeout_s=OPEN_TIMEOUT_S, problem="opening took too long"
+            pending.append(
+                self._start_reporting_worker(role, player.run, label=f"{role} file {path}")
+            )
+        return await self._merged_configs_within(
+            pending, timeout_s=OPEN_TIMEOUT_S, problem="opening took too long"
         )
-        merged: dict[str, CodecConfig] = {}
-        for result in results:
-            merged.update(result)
-        return merged
 
 
 class _FilePlayer:

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import functools
 import logging
 import threading
 from collections.abc import Mapping
@@ -41,7 +40,6 @@ from agent.sources.timing import WallClockMapper
 from agent.sources.url_policy import redact_url, scrub_url_secrets, validate_camera_url
 from agent.sources.worker_source import WorkerFedSource
 from agent.sources.workers import (
-    crash_reporter,
     reject_threadsafe,
     resolve_threadsafe,
 )
@@ -94,10 +92,8 @@ class RtspCamera(WorkerFedSource):
     async def open(self) -> Mapping[str, CodecConfig]:
         """Connect every profile; return the stream configurations or raise SourceUnavailable."""
         loop, handoff, workers = self._start_workers("rtsp")
-        pending: list[asyncio.Future[dict[str, CodecConfig]]] = []
+        pending = []
         for role, url in self._urls.items():
-            configs: asyncio.Future[dict[str, CodecConfig]] = loop.create_future()
-            pending.append(configs)
             session = _Session(
                 role=role,
                 url=url,
@@ -109,19 +105,14 @@ class RtspCamera(WorkerFedSource):
                 handoff=handoff,
                 stop=workers.stop_requested,
             )
-            on_crash = crash_reporter(loop, configs, handoff.finish, f"{role} {redact_url(url)}")
-            workers.start(role, functools.partial(session.run, configs), on_crash=on_crash)
+            pending.append(
+                self._start_reporting_worker(role, session.run, label=f"{role} {redact_url(url)}")
+            )
         # The threads enforce the timeouts inside FFmpeg; this outer bound only catches a
         # library that ignores them.
-        results = await self._opened_within(
-            asyncio.gather(*pending),
-            timeout_s=self._open_timeout_s * 2 + 5,
-            problem="connecting took too long",
+        return await self._merged_configs_within(
+            pending, timeout_s=self._open_timeout_s * 2 + 5, problem="connecting took too long"
         )
-        merged: dict[str, CodecConfig] = {}
-        for result in results:
-            merged.update(result)
-        return merged
 
 
 class _Session:

@@ -7,16 +7,20 @@ their codec configurations with `_opened_within`, and inherits `read` and `close
 from __future__ import annotations
 
 import asyncio
+import functools
 from abc import ABC, abstractmethod
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeVar
 
 from agent.sources.base import SourceUnavailable
 from agent.sources.handoff import ThreadHandoff
-from agent.sources.workers import SourceWorkers
-from shared.media import MediaPacket
+from agent.sources.workers import SourceWorkers, crash_reporter
+from shared.media import CodecConfig, MediaPacket
 
 T = TypeVar("T")
+
+ConfigsFuture = asyncio.Future[dict[str, CodecConfig]]
+"""Where a worker reports the codec configurations of the streams it will deliver."""
 
 HANDOFF_MIN_WAKE_INTERVAL_S = 0.1
 """How often at most a packet from a worker thread wakes the event loop (see `ThreadHandoff`).
@@ -50,6 +54,31 @@ class WorkerFedSource(ABC):
         workers = SourceWorkers(loop, name=name)
         self._handoff, self._workers = handoff, workers
         return loop, handoff, workers
+
+    def _start_reporting_worker(
+        self, role: str, run: Callable[[ConfigsFuture], None], *, label: str
+    ) -> ConfigsFuture:
+        """Start `run(configs)` in a worker thread of the open session; a crash fails the
+        open (through `configs`) and ends the stream, both naming `label`."""
+        if self._handoff is None or self._workers is None:
+            raise RuntimeError(f"{self.describe()}: start the workers first")
+        loop = asyncio.get_running_loop()
+        configs: ConfigsFuture = loop.create_future()
+        on_crash = crash_reporter(loop, configs, self._handoff.finish, label)
+        self._workers.start(role, functools.partial(run, configs), on_crash=on_crash)
+        return configs
+
+    async def _merged_configs_within(
+        self, pending: Sequence[ConfigsFuture], *, timeout_s: float, problem: str
+    ) -> dict[str, CodecConfig]:
+        """Every worker's configurations, merged, once all reported (see `_opened_within`)."""
+        results = await self._opened_within(
+            asyncio.gather(*pending), timeout_s=timeout_s, problem=problem
+        )
+        merged: dict[str, CodecConfig] = {}
+        for result in results:
+            merged.update(result)
+        return merged
 
     async def _opened_within(self, opening: Awaitable[T], *, timeout_s: float, problem: str) -> T:
         """Wait for the workers to report their start; on failure or timeout, close first."""
