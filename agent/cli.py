@@ -1,4 +1,4 @@
-"""`siteline agent ...`: init, run, check, status."""
+"""`siteline agent ...`: init, run, check, status, fingerprint."""
 
 from __future__ import annotations
 
@@ -48,6 +48,13 @@ def register(parser: argparse.ArgumentParser) -> None:
     status.add_argument("--config", type=Path, required=True, help="the agent.toml to use")
     status.set_defaults(handler=_status)
 
+    fingerprint = commands.add_parser(
+        "fingerprint",
+        help="print the SHA-256 fingerprint of the site's TLS certificate (made if absent)",
+    )
+    fingerprint.add_argument("--config", type=Path, required=True, help="the agent.toml to use")
+    fingerprint.set_defaults(handler=_fingerprint)
+
 
 def _init(args: argparse.Namespace) -> int:
     if not 1 <= args.port <= 65535:
@@ -91,3 +98,29 @@ def _status(args: argparse.Namespace) -> int:
     from agent.store_audit import status_command  # noqa: PLC0415
 
     return status_command(args.config)
+
+
+def _fingerprint(args: argparse.Namespace) -> int:
+    from agent.tls_identity import TlsIdentityError, site_identity  # noqa: PLC0415
+    from shared.clock import SystemClock  # noqa: PLC0415
+
+    try:
+        config = load_agent_config(args.config)
+        existed = config.api.tls_certificate.exists()
+        identity = site_identity(config, SystemClock())
+    except (ConfigError, TlsIdentityError, OSError) as exc:
+        print(f"siteline: {exc}", file=sys.stderr)
+        return 2
+    if not existed:
+        print(
+            f"siteline: made a new self-signed certificate {identity.cert_path} "
+            f"(key {identity.key_path}); the agent serves it from its next start",
+            file=sys.stderr,
+        )
+    if config.api.scheme != "https":
+        print(
+            'siteline: note: [api] scheme is "http", so this certificate is not served',
+            file=sys.stderr,
+        )
+    print(identity.fingerprint)
+    return 0

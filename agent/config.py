@@ -20,6 +20,10 @@ __all__ = ["AgentConfig", "ConfigError", "load_agent_config"]
 
 RECORDING_MODES = ("continuous", "motion", "schedule", "event", "relay_only")
 SOURCE_KINDS = ("synthetic", "rtsp", "file", "picamera2")
+INPUT_SOURCES = ("synthetic", "gpio")
+OUTPUT_SOURCES = ("synthetic", "gpio")
+GPIO_BIASES = ("as_is", "pull_up", "pull_down", "disabled")
+_GPIO_CHIP_NAME = re.compile(r"^gpiochip[0-9]{1,4}$")
 _ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 _USERNAME = re.compile(r"^[A-Za-z0-9_.@-]{1,64}$")
 DAY_S = 86_400
@@ -45,7 +49,10 @@ class StorageSettings:
 class ApiSettings:
     bind: str
     port: int
-    scheme: str
+    scheme: str  # "https" or "http"
+    advertise: bool  # announce the site with zeroconf (_siteline._tcp)
+    tls_certificate: Path  # self-signed, made at first start
+    tls_key: Path
 
 
 @dataclass(frozen=True)
@@ -140,17 +147,40 @@ class CameraConfig:
 
 
 @dataclass(frozen=True)
+class GpioLine:
+    """One line of a GPIO chip, as an input or an output (libgpiod's terms)."""
+
+    chip: str  # the chip's device path, e.g. "/dev/gpiochip0"
+    line: int  # offset on the chip
+    active_low: bool  # the line is active when low (a contact wired to ground)
+    bias: str  # one of GPIO_BIASES; outputs: "as_is"
+    debounce_ms: int  # inputs: a change counts once stable this long; outputs: 0
+
+
+@dataclass(frozen=True)
 class InputConfig:
     id: str
     name: str
-    source: str  # "synthetic": toggles on a period (a door contact in demos)
-    period_s: float
+    source: str  # one of INPUT_SOURCES; "synthetic" toggles on a period (demos)
+    period_s: float  # synthetic only
     max_age_s: int
+    gpio: GpioLine | None = None  # source "gpio" only
+
+
+@dataclass(frozen=True)
+class OutputConfig:
+    """A relay, a siren: a line the site drives (source "gpio") or only records ("synthetic")."""
+
+    id: str
+    name: str
+    source: str  # one of OUTPUT_SOURCES
+    initial: bool  # the state set when the agent starts
+    gpio: GpioLine | None = None  # source "gpio" only
 
 
 @dataclass(frozen=True)
 class PlainDeviceConfig:
-    """A device listed for the central without media of its own yet (speaker, output)."""
+    """A device listed for the central without media of its own yet (a speaker)."""
 
     id: str
     name: str
@@ -165,7 +195,7 @@ class AgentConfig:
     users: tuple[UserAccount, ...]
     cameras: tuple[CameraConfig, ...]
     inputs: tuple[InputConfig, ...]
-    outputs: tuple[PlainDeviceConfig, ...]
+    outputs: tuple[OutputConfig, ...]
     speakers: tuple[PlainDeviceConfig, ...]
 
     def device_ids(self) -> list[str]:
@@ -188,17 +218,18 @@ def load_agent_config(path: Path) -> AgentConfig:
     base = path.resolve().parent
     site = _site(root.table("site", required=True))
     storage = _storage(root.table("storage", required=True), base)
-    api = _api(root.table("api"))
+    api = _api(root.table("api"), base)
     users = tuple(_user(t) for t in root.tables("users"))
     cameras = tuple(_camera(t, base, storage.max_age_s) for t in root.tables("cameras"))
     inputs = tuple(_input(t, storage.max_age_s) for t in root.tables("inputs"))
-    outputs = tuple(_plain(t) for t in root.tables("outputs"))
+    outputs = tuple(_output(t) for t in root.tables("outputs"))
     speakers = tuple(_plain(t) for t in root.tables("speakers"))
     root.finish()
     config = AgentConfig(
         path.resolve(), site, storage, api, users, cameras, inputs, outputs, speakers
     )
     _check_unique(root, config)
+    _check_gpio_lines(root, config)
     return config
 
 
@@ -232,12 +263,17 @@ def _storage(table: Table, base: Path) -> StorageSettings:
     )
 
 
-def _api(table: Table) -> ApiSettings:
+def _api(table: Table, base: Path) -> ApiSettings:
     bind = table.string("bind", "0.0.0.0")  # noqa: S104 - on-site users reach the agent on the LAN
     port = table.integer("port", 8443, minimum=1, maximum=65535)
     scheme = table.choice("scheme", ("https", "http"), "https")
+    advertise = table.boolean("advertise", True)
+    certificate = base / table.string("tls_certificate", "tls-certificate.pem")
+    key = base / table.string("tls_key", "tls-key.pem")
+    if certificate == key:
+        raise table.error("tls_key", "must be a different file from tls_certificate")
     table.finish()
-    return ApiSettings(bind, port, scheme)
+    return ApiSettings(bind, port, scheme, advertise, certificate, key)
 
 
 def _user(table: Table) -> UserAccount:
@@ -402,11 +438,41 @@ def _recording(table: Table, default_max_age_s: int) -> RecordingSettings:
 def _input(table: Table, default_max_age_s: int) -> InputConfig:
     device_id = _device_id(table)
     name = _name(table, device_id)
-    source = table.choice("source", ("synthetic",), "synthetic")
-    period_s = table.number("period_s", 45.0, minimum=1.0)
+    source = table.choice("source", INPUT_SOURCES, "synthetic")
+    period_s = 0.0
+    gpio = None
+    if source == "synthetic":
+        period_s = table.number("period_s", 45.0, minimum=1.0)
+    else:
+        gpio = _gpio_line(table, output=False)
     days = table.number("max_age_days", default_max_age_s / DAY_S, minimum=0.0001)
     table.finish()
-    return InputConfig(device_id, name, source, period_s, round(days * DAY_S))
+    return InputConfig(device_id, name, source, period_s, round(days * DAY_S), gpio)
+
+
+def _output(table: Table) -> OutputConfig:
+    device_id = _device_id(table)
+    name = _name(table, device_id)
+    source = table.choice("source", OUTPUT_SOURCES, "synthetic")
+    gpio = _gpio_line(table, output=True) if source == "gpio" else None
+    initial = table.boolean("initial", False)
+    table.finish()
+    return OutputConfig(device_id, name, source, initial, gpio)
+
+
+def _gpio_line(table: Table, *, output: bool) -> GpioLine:
+    chip = table.string("chip", "/dev/gpiochip0")
+    if _GPIO_CHIP_NAME.fullmatch(chip):
+        chip = f"/dev/{chip}"
+    elif not re.fullmatch(r"/dev/[A-Za-z0-9_.\-/]+", chip) or "/.." in chip:
+        raise table.error(
+            "chip", f"{chip!r} must be a device path under /dev or a name like gpiochip0"
+        )
+    line = table.integer("line", minimum=0, maximum=65535)
+    active_low = table.boolean("active_low", False)
+    bias = "as_is" if output else table.choice("bias", GPIO_BIASES, "as_is")
+    debounce_ms = 0 if output else table.integer("debounce_ms", 20, minimum=0, maximum=1000)
+    return GpioLine(chip, line, active_low, bias, debounce_ms)
 
 
 def _plain(table: Table) -> PlainDeviceConfig:
@@ -441,3 +507,19 @@ def _check_unique(root: Table, config: AgentConfig) -> None:
                 raise ConfigError(
                     f"{root.file}: users: {user.username!r} is granted unknown device {device_id!r}"
                 )
+
+
+def _check_gpio_lines(root: Table, config: AgentConfig) -> None:
+    """No GPIO line is used twice: the kernel grants a line to one request only."""
+    users: dict[tuple[str, int], str] = {}
+    devices = [(f"inputs[{i}]", d.id, d.gpio) for i, d in enumerate(config.inputs)]
+    devices += [(f"outputs[{i}]", d.id, d.gpio) for i, d in enumerate(config.outputs)]
+    for key, device_id, gpio in devices:
+        if gpio is None:
+            continue
+        user = f"{key} ({device_id!r})"
+        earlier = users.setdefault((gpio.chip, gpio.line), user)
+        if earlier != user:
+            raise ConfigError(
+                f"{root.file}: {user} and {earlier} both use line {gpio.line} of {gpio.chip}"
+            )

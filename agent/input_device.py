@@ -3,7 +3,7 @@
 Each change is published as an `input_active` / `input_inactive` event, recorded as a
 record in the input's `state` stream (chunked on time like any records stream), and handed
 to listeners (cameras recording in event mode). The synthetic input toggles on a period, so
-demos and tests see events without hardware.
+demos and tests see events without hardware; GPIO inputs are fed by agent.gpio_lines.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ def state_record(at_ns: int, active: bool) -> bytes:
 
 
 class InputDevice:
-    """One input; `set_state` is what a real input driver calls on a change."""
+    """One input; `set_state` is what an input driver (synthetic, agent.gpio_lines) calls."""
 
     def __init__(
         self,
@@ -55,21 +55,34 @@ class InputDevice:
         self._clock = clock
         self._listeners = listeners
         self.active = False
+        self._last_at_ns = 0
 
     async def start(self) -> None:
         await self.recorder.set_codec(STATE_CODEC)
 
-    async def set_state(self, active: bool) -> None:
-        """Record a change of state (a repeated state is not a change)."""
-        if active == self.active:
+    async def set_state(
+        self, active: bool, *, at_ns: int | None = None, initial: bool = False
+    ) -> None:
+        """Record a change of state that happened at `at_ns` (default: now).
+
+        A repeated state is not a change, except for an `initial` reading (the state found
+        when the line is opened), which is always recorded. Instants never go backwards: an
+        earlier `at_ns` than the last recorded one is recorded at the last one.
+        """
+        if active == self.active and not initial:
             return
+        at_ns = max(self._clock.now_ns() if at_ns is None else at_ns, self._last_at_ns)
+        self._last_at_ns = at_ns
+        changed = active != self.active
         self.active = active
-        at_ns = self._clock.now_ns()
-        kind = SystemEventKind.INPUT_ACTIVE if active else SystemEventKind.INPUT_INACTIVE
-        self._events.publish(SystemEvent(kind, self.config.id, at_ns))
         packet = MediaPacket(
             STATE_STREAM, at_ns, at_ns, 0, True, state_record(at_ns, active), at_ns
         )
+        if not changed:
+            await self.recorder.push(packet)
+            return
+        kind = SystemEventKind.INPUT_ACTIVE if active else SystemEventKind.INPUT_INACTIVE
+        self._events.publish(SystemEvent(kind, self.config.id, at_ns))
         await self.recorder.push(packet)
         for listener in self._listeners:
             await listener(active, at_ns, self.config.id)

@@ -6,9 +6,14 @@ import asyncio
 import contextlib
 import logging
 import signal
+import socket
 import sys
 from pathlib import Path
 
+from zeroconf.asyncio import AsyncZeroconf
+
+from agent.accounts import Accounts
+from agent.api_server import ApiServer, ApiServerError
 from agent.config import (
     AgentConfig,
     CameraConfig,
@@ -16,10 +21,20 @@ from agent.config import (
     SyntheticSettings,
     load_agent_config,
 )
+from agent.discovery import (
+    AdvertisedSite,
+    SiteAdvertiser,
+    advertised_addresses,
+    zeroconf_interfaces,
+)
+from agent.package_version import package_version
 from agent.site_runtime import AgentSite
+from agent.site_service import SiteService
 from agent.source_factory import build_source
 from agent.sources.base import CameraSource, SourceConfigError
 from agent.store_writer import StoreWriter
+from agent.tls_identity import TlsIdentity, TlsIdentityError, site_identity
+from agent.web_api import API_PREFIX, build_web_app
 from shared.clock import NS_PER_S, Clock, SystemClock
 from shared.signing import SigningKeyError, SiteSigner
 from shared.sizes import format_size
@@ -60,13 +75,22 @@ def run_agent(config_path: Path, *, status_interval_s: float, log_level: str) ->
         return 2
     try:
         return asyncio.run(_record(config, SystemClock(), status_interval_s))
-    except (StoreError, SigningKeyError, SourceConfigError) as exc:
+    except (
+        StoreError,
+        SigningKeyError,
+        SourceConfigError,
+        TlsIdentityError,
+        ApiServerError,
+    ) as exc:
         print(f"siteline: {exc}", file=sys.stderr)
         return 2
 
 
 async def _record(config: AgentConfig, clock: Clock, status_interval_s: float) -> int:
     signer = SiteSigner.load_or_create(config.storage.key_path)
+    identity = None
+    if config.api.scheme == "https":
+        identity = await asyncio.to_thread(site_identity, config, clock)
     sources: dict[str, CameraSource] = {
         camera.id: build_source(camera, clock=clock) for camera in config.cameras
     }
@@ -78,6 +102,7 @@ async def _record(config: AgentConfig, clock: Clock, status_interval_s: float) -
         retention=retention_policy(config),
     )
     writer = StoreWriter(store)
+    service: SiteService | None = None
     try:
         site = AgentSite(
             config,
@@ -86,30 +111,34 @@ async def _record(config: AgentConfig, clock: Clock, status_interval_s: float) -
             clock=clock,
             source_factory=lambda camera: sources[camera.id],
         )
-        _print_banner(config, signer)
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(signum, stop.set)
-        recording = asyncio.create_task(site.run(), name="site")
-        status = asyncio.create_task(_status_lines(site, store, status_interval_s))
-        stopping = asyncio.create_task(stop.wait())
-        await asyncio.wait({recording, stopping}, return_when=asyncio.FIRST_COMPLETED)
-        print("siteline: stopping; storing the chunks being recorded", flush=True)
-        for task in (status, stopping, recording):
-            task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await status
-        failed: BaseException | None = None
+        service = SiteService(
+            config,
+            store,
+            public_key=signer.public_key,
+            fingerprint=None if identity is None else identity.fingerprint,
+            clock=clock,
+            cameras_up=lambda: {c.camera.id: c.supervisor.connected for c in site.cameras},
+            version=package_version(),
+        )
+        server = ApiServer(
+            build_web_app(service, Accounts(config.users, clock=clock)),
+            host=config.api.bind,
+            port=config.api.port,
+            ssl_context=None if identity is None else identity.server_ssl_context(),
+        )
+        await server.start()
+        advertisement: _Advertisement | None = None
         try:
-            await recording
-        except asyncio.CancelledError:
-            pass
-        except Exception as exc:
-            failed = exc
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.remove_signal_handler(signum)
+            advertisement = await _advertise(config, service)
+            _print_banner(config, signer, identity, advertised=advertisement is not None)
+            failed = await _record_until_stopped(site, store, status_interval_s)
+        finally:
+            if advertisement is not None:
+                await advertisement.close()
+            await server.stop()
     finally:
+        if service is not None:
+            await service.wait_idle()
         await asyncio.to_thread(writer.close)
         store.close()
     if failed is not None:
@@ -117,6 +146,84 @@ async def _record(config: AgentConfig, clock: Clock, status_interval_s: float) -
         return 1
     print("siteline: stopped cleanly", flush=True)
     return 0
+
+
+async def _record_until_stopped(
+    site: AgentSite, store: ChunkStore, status_interval_s: float
+) -> BaseException | None:
+    """Record until SIGTERM or SIGINT (or an error); the error that stopped it, if any."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    recording = asyncio.create_task(site.run(), name="site")
+    status = asyncio.create_task(_status_lines(site, store, status_interval_s))
+    stopping = asyncio.create_task(stop.wait())
+    await asyncio.wait({recording, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    print("siteline: stopping; storing the chunks being recorded", flush=True)
+    for task in (status, stopping, recording):
+        task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await status
+    failed: BaseException | None = None
+    try:
+        await recording
+    except asyncio.CancelledError:
+        pass
+    except Exception as exc:
+        failed = exc
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.remove_signal_handler(signum)
+    return failed
+
+
+class _Advertisement:
+    """The zeroconf instance and the advertiser; announcing runs in the background."""
+
+    def __init__(self, zeroconf: AsyncZeroconf, advertiser: SiteAdvertiser) -> None:
+        self._zeroconf = zeroconf
+        self._advertiser = advertiser
+        self._starting = asyncio.create_task(self._start(), name="zeroconf-announce")
+
+    async def _start(self) -> None:
+        try:
+            await self._advertiser.start()
+        except Exception:
+            _log.warning(
+                "the zeroconf announcement failed; the site is not advertised", exc_info=True
+            )
+
+    async def close(self) -> None:
+        self._starting.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._starting
+        try:
+            await self._advertiser.stop()
+        finally:
+            await self._zeroconf.async_close()
+
+
+async def _advertise(config: AgentConfig, service: SiteService) -> _Advertisement | None:
+    """Start advertising the site with zeroconf unless configured off; a network that does not
+    allow it is logged and the site runs unadvertised (discovery is a convenience)."""
+    if not config.api.advertise:
+        return None
+    info = service.site_info()
+    site = AdvertisedSite(
+        site_id=info.site_id,
+        name=info.name,
+        version=info.version,
+        port=config.api.port,
+        scheme=config.api.scheme,
+        fingerprint=info.fingerprint,
+    )
+    try:
+        zeroconf = AsyncZeroconf(interfaces=zeroconf_interfaces(config.api.bind))
+    except OSError as exc:
+        _log.warning("zeroconf cannot start (%s); the site is not advertised", exc)
+        return None
+    addresses = await asyncio.to_thread(advertised_addresses, config.api.bind)
+    return _Advertisement(zeroconf, SiteAdvertiser(zeroconf, site, addresses))
 
 
 def _describe_camera(camera: CameraConfig) -> str:
@@ -130,7 +237,9 @@ def _describe_camera(camera: CameraConfig) -> str:
     return camera.source
 
 
-def _print_banner(config: AgentConfig, signer: SiteSigner) -> None:
+def _print_banner(
+    config: AgentConfig, signer: SiteSigner, identity: TlsIdentity | None, *, advertised: bool
+) -> None:
     storage = config.storage
     lines = [
         f"Siteline agent: site {config.site.name!r} ({config.site.id})",
@@ -143,14 +252,30 @@ def _print_banner(config: AgentConfig, signer: SiteSigner) -> None:
             f"  camera {camera.id} {camera.name!r}: {_describe_camera(camera)}; "
             f"records hq {hq}, lq {lq}"
         )
+    api = config.api
+    host = socket.gethostname() if _is_wildcard(api.bind) else api.bind
+    lines.append(f"  site API:    {api.scheme}://{host}:{api.port}{API_PREFIX}")
+    if identity is not None:
+        lines.append(
+            f"  certificate: {identity.cert_path} (self-signed), SHA-256 {identity.fingerprint}"
+        )
+    else:
+        lines.append("  certificate: none; the API is plain HTTP ([api] scheme = \"http\")")
+    lines.append(
+        "  zeroconf:    advertised as _siteline._tcp"
+        if advertised
+        else "  zeroconf:    not advertised ([api] advertise = false, or zeroconf failed)"
+    )
     lines += [
-        f"  site API:    {config.api.scheme}://{config.api.bind}:{config.api.port} is where the"
-        " API and the link to the central will listen (not served by this version yet)",
         f"  inspect:     siteline agent status --config {config.file}",
         f"  verify:      siteline agent check --config {config.file}",
         "Stop with Ctrl-C (or SIGTERM): the chunks being recorded are stored first.",
     ]
     print("\n".join(lines), flush=True)
+
+
+def _is_wildcard(bind: str) -> bool:
+    return bind in ("0.0.0.0", "::", "")  # noqa: S104 - comparing, not binding
 
 
 async def _status_lines(site: AgentSite, store: ChunkStore, interval_s: float) -> None:

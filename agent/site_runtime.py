@@ -1,4 +1,4 @@
-"""The running site: every camera and input recording into one store, plus retention.
+"""The running site: every camera, input and output recording into one store, plus retention.
 
 This is the composition root: it receives the store, the signer, the clock and a source
 factory, and builds the recorders from the configuration. `run` records until cancelled;
@@ -17,7 +17,9 @@ from agent.camera_recorder import CameraRecorder
 from agent.config import AgentConfig, CameraConfig
 from agent.device_recorders import RecorderContext
 from agent.event_hub import EventHub
+from agent.gpio_lines import GpiodLoader, GpioInput, load_gpiod
 from agent.input_device import STATE_STREAM, InputDevice, InputListener
+from agent.output_device import OutputDevice
 from agent.recording_policy import RecordingMode
 from agent.retention_loop import RetentionLoop
 from agent.sources.base import CameraSource
@@ -46,6 +48,7 @@ class AgentSite:
         events: EventHub | None = None,
         rng: random.Random | None = None,
         retention_interval_s: float = 5.0,
+        gpiod_loader: GpiodLoader = load_gpiod,
     ) -> None:
         self.config = config
         self.events = events or EventHub()
@@ -77,13 +80,32 @@ class AgentSite:
             )
             for input_config in config.inputs
         ]
+        # GPIO inputs are fed by their line; gpiod is imported only when one runs.
+        self.gpio_inputs = [
+            GpioInput(device, events=self.events, clock=clock, rng=rng, loader=gpiod_loader)
+            for device in self.inputs
+            if device.config.source == "gpio"
+        ]
+        self.outputs = [
+            OutputDevice(
+                output_config,
+                context.stream_recorder(
+                    output_config.id, STATE_STREAM, mode=RecordingMode.CONTINUOUS
+                ),
+                self.events,
+                clock=clock,
+                rng=rng,
+                gpiod_loader=gpiod_loader,
+            )
+            for output_config in config.outputs
+        ]
         self.retention = RetentionLoop(
             writer, self.events, clock=clock, interval_s=retention_interval_s
         )
 
     def stream_recorders(self) -> list[StreamRecorder]:
         recorders = [r for camera in self.cameras for r in camera.all_recorders()]
-        return recorders + [device.recorder for device in self.inputs]
+        return recorders + self._state_recorders()
 
     async def run(self) -> None:
         """Record until cancelled (see the module docstring)."""
@@ -99,22 +121,36 @@ class AgentSite:
                     for device in self.inputs
                     if device.config.source == "synthetic"
                 ]
+                tasks += [
+                    group.create_task(line.run(), name=f"input-{line.device_id}")
+                    for line in self.gpio_inputs
+                ]
+                tasks += [
+                    group.create_task(device.run(), name=f"output-{device.config.id}")
+                    for device in self.outputs
+                ]
                 tasks.append(group.create_task(self.retention.run(), name="retention"))
                 tasks.append(group.create_task(self._poll_sparse_streams(), name="poll"))
         finally:
             for task in tasks:
                 task.cancel()
-            # Inputs' open chunks are stored too (cameras store theirs as they stop).
+            # Inputs' and outputs' open chunks are stored too (cameras store theirs as
+            # they stop).
             await asyncio.shield(self._flush_inputs())
 
     async def _flush_inputs(self) -> None:
-        for device in self.inputs:
-            await device.recorder.flush()
+        for recorder in self._state_recorders():
+            await recorder.flush()
+
+    def _state_recorders(self) -> list[StreamRecorder]:
+        return [device.recorder for device in self.inputs] + [
+            device.recorder for device in self.outputs
+        ]
 
     async def _poll_sparse_streams(self) -> None:
         while True:
             await self._clock.sleep(POLL_INTERVAL_S)
             for camera in self.cameras:
                 await camera.poll()
-            for device in self.inputs:
-                await device.recorder.poll()
+            for recorder in self._state_recorders():
+                await recorder.poll()

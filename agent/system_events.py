@@ -18,6 +18,12 @@ class SystemEventKind(StrEnum):
     MOTION_ENDED = "motion_ended"
     INPUT_ACTIVE = "input_active"  # a digital input changed state
     INPUT_INACTIVE = "input_inactive"
+    INPUT_LOST = "input_lost"  # an input's line could not be requested or stopped answering
+    INPUT_RESTORED = "input_restored"  # a lost input's line is read again
+    OUTPUT_ACTIVE = "output_active"  # an output (relay, siren) was switched
+    OUTPUT_INACTIVE = "output_inactive"
+    OUTPUT_LOST = "output_lost"  # an output's line could not be requested or driven
+    OUTPUT_RESTORED = "output_restored"  # a lost output's line is held again
     STORAGE_LOW = "storage_low"  # the disk cannot hold the configured quota any more
     STORAGE_OK = "storage_ok"  # the disk has room for the quota again
     STORAGE_FULL = "storage_full"  # a chunk could not be stored: nothing left to delete

@@ -10,8 +10,11 @@ from shared.passwords import hash_password
 _ADMIN_HASH = hash_password("admin-pw")
 
 
-def write_site_config(directory: Path, devices_toml: str, *, quota: str = "64 MiB") -> Path:
-    """`directory/agent.toml` with the given [[cameras]]/[[inputs]] tables."""
+def write_site_config(
+    directory: Path, devices_toml: str, *, quota: str = "64 MiB", extra_toml: str = ""
+) -> Path:
+    """`directory/agent.toml` with the given [[cameras]]/[[inputs]] tables; `extra_toml`
+    (an [api] table, more [[users]]) goes between the admin account and the devices."""
     text = f"""
 [site]
 id = "{uuid.uuid4()}"
@@ -24,6 +27,8 @@ quota = "{quota}"
 [[users]]
 username = "admin"
 password_hash = "{_ADMIN_HASH}"
+
+{extra_toml}
 
 {devices_toml}
 """

@@ -8,6 +8,7 @@ import random
 import pytest
 
 from agent.config import AgentConfig
+from agent.gpio_lines import GpiodLoader, load_gpiod
 from agent.run_command import retention_policy
 from agent.site_runtime import AgentSite
 from agent.source_factory import build_source
@@ -20,9 +21,14 @@ from shared.store.retention import RetentionPolicy
 
 
 async def record_site(
-    config: AgentConfig, seconds: float, *, quota_bytes: int | None = None
+    config: AgentConfig,
+    seconds: float,
+    *,
+    quota_bytes: int | None = None,
+    gpiod_loader: GpiodLoader = load_gpiod,
 ) -> AgentSite:
-    """Record `config` for `seconds`, stop cleanly; `quota_bytes` overrides the config's."""
+    """Record `config` for `seconds`, stop cleanly; `quota_bytes` overrides the config's,
+    `gpiod_loader` gives the GPIO library (a fake board's module)."""
     clock = SystemClock()
     quota = quota_bytes or config.storage.quota_bytes
     policy = retention_policy(config)
@@ -46,6 +52,7 @@ async def record_site(
         source_factory=lambda camera: build_source(camera, clock=clock),
         rng=random.Random(7),
         retention_interval_s=0.5,
+        gpiod_loader=gpiod_loader,
     )
     task = asyncio.create_task(site.run())
     await asyncio.sleep(seconds)
