@@ -128,10 +128,13 @@ class CameraRecorder:
             await recorder.flush()
 
     async def _on_open(self, configs: Mapping[str, CodecConfig]) -> None:
+        live = self._context.live
         for stream, codec in configs.items():
             recorder = self.recorders.get(stream)
             if recorder is not None:
                 await recorder.set_codec(codec)
+                if live is not None:
+                    live.set_codec(recorder.device_id, stream, codec)
         lq = configs.get(STREAM_LQ)
         if self.camera.motion.enabled and lq is not None and lq != self._motion_codec:
             if self._motion is not None:
@@ -156,6 +159,8 @@ class CameraRecorder:
             return  # a stream this camera does not record (audio without a microphone)
         if recorder.codec is None:
             return  # the source gave a stream it did not announce; ignore it
+        if self._context.live is not None:
+            self._context.live.publish(recorder.device_id, packet)
         await recorder.push(packet)
         if packet.stream == STREAM_LQ and self._motion is not None:
             self._motion.submit(packet)

@@ -15,6 +15,7 @@ from agent.recording_policy import ScheduleError, WeeklySchedule
 from shared.passwords import PasswordHashError, check_hash_format
 from shared.sizes import parse_size
 from shared.strict_toml import ConfigError, Table, load_toml
+from shared.tls_pinning import normalize_fingerprint
 
 __all__ = ["AgentConfig", "ConfigError", "load_agent_config"]
 
@@ -53,6 +54,17 @@ class ApiSettings:
     advertise: bool  # announce the site with zeroconf (_siteline._tcp)
     tls_certificate: Path  # self-signed, made at first start
     tls_key: Path
+
+
+@dataclass(frozen=True)
+class LinkSettings:
+    """The link to the central (see docs/design/protocol.md)."""
+
+    read_timeout_s: float = 30.0  # a silent link is dead after this long
+    central_url: str | None = None  # dial out to this central (sites behind NAT)
+    enrolment_token: str | None = None  # presented as the bearer when dialling out
+    central_fingerprint: str | None = None  # pin the central's certificate (SHA-256)
+    account: str | None = None  # whose device rights the central has over the outbound link
 
 
 @dataclass(frozen=True)
@@ -197,6 +209,7 @@ class AgentConfig:
     inputs: tuple[InputConfig, ...]
     outputs: tuple[OutputConfig, ...]
     speakers: tuple[PlainDeviceConfig, ...]
+    link: LinkSettings = LinkSettings()
 
     def device_ids(self) -> list[str]:
         ids: list[str] = []
@@ -224,9 +237,11 @@ def load_agent_config(path: Path) -> AgentConfig:
     inputs = tuple(_input(t, storage.max_age_s) for t in root.tables("inputs"))
     outputs = tuple(_output(t) for t in root.tables("outputs"))
     speakers = tuple(_plain(t) for t in root.tables("speakers"))
+    link_table = root.table("link")
+    link = _link(link_table, {u.username for u in users})
     root.finish()
     config = AgentConfig(
-        path.resolve(), site, storage, api, users, cameras, inputs, outputs, speakers
+        path.resolve(), site, storage, api, users, cameras, inputs, outputs, speakers, link
     )
     _check_unique(root, config)
     _check_gpio_lines(root, config)
@@ -274,6 +289,42 @@ def _api(table: Table, base: Path) -> ApiSettings:
         raise table.error("tls_key", "must be a different file from tls_certificate")
     table.finish()
     return ApiSettings(bind, port, scheme, advertise, certificate, key)
+
+
+def _link(table: Table, usernames: set[str]) -> LinkSettings:
+    read_timeout_s = table.number("read_timeout_s", 30.0, minimum=3.0, maximum=3600.0)
+    url = table.optional_string("central_url")
+    token = table.optional_string("enrolment_token")
+    fingerprint = table.optional_string("central_fingerprint")
+    account = table.optional_string("account")
+    if url is None:
+        for key, value in (
+            ("enrolment_token", token),
+            ("central_fingerprint", fingerprint),
+            ("account", account),
+        ):
+            if value is not None:
+                raise table.error(key, "only makes sense with central_url")
+    else:
+        if not re.fullmatch(r"https?://[^\s/?#]+(/[^\s?#]*)?", url):
+            raise table.error(
+                "central_url", f"must be an http:// or https:// URL with a host, not {url!r}"
+            )
+        if token is None or not 16 <= len(token) <= 256:
+            raise table.error(
+                "enrolment_token", "is required with central_url (16-256 characters)"
+            )
+        if account is None:
+            raise table.error("account", "is required with central_url: one of the [[users]]")
+        if account not in usernames:
+            raise table.error("account", f"{account!r} is not one of the [[users]]")
+        if fingerprint is not None:
+            try:
+                normalize_fingerprint(fingerprint)
+            except ValueError as exc:
+                raise table.error("central_fingerprint", str(exc)) from exc
+    table.finish()
+    return LinkSettings(read_timeout_s, url, token, fingerprint, account)
 
 
 def _user(table: Table) -> UserAccount:

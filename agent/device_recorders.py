@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from agent.chain_sealer import ChainHead, ChainSealer
 from agent.event_hub import EventHub
+from agent.live_relay import LiveRelay
 from agent.recording_policy import RecordingMode, StreamRecordingGate, WeeklySchedule
 from agent.store_writer import StoreWriter
 from agent.stream_recorder import StreamRecorder
@@ -23,6 +24,7 @@ class RecorderContext:
     writer: StoreWriter
     events: EventHub
     clock: Clock
+    live: LiveRelay | None = None  # packets for live viewers, before any recording decision
 
     def stream_recorder(
         self,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 import signal
 import socket
 import sys
@@ -27,6 +28,7 @@ from agent.discovery import (
     advertised_addresses,
     zeroconf_interfaces,
 )
+from agent.link_endpoint import CentralUplink, link_route
 from agent.package_version import package_version
 from agent.site_runtime import AgentSite
 from agent.site_service import SiteService
@@ -120,8 +122,16 @@ async def _record(config: AgentConfig, clock: Clock, status_interval_s: float) -
             cameras_up=lambda: {c.camera.id: c.supervisor.connected for c in site.cameras},
             version=package_version(),
         )
+        software = f"siteline-agent {package_version()}"
+        link = link_route(
+            events=site.events,
+            live=site.live,
+            clock=clock,
+            software=software,
+            read_timeout_s=config.link.read_timeout_s,
+        )
         server = ApiServer(
-            build_web_app(service, Accounts(config.users, clock=clock)),
+            build_web_app(service, Accounts(config.users, clock=clock), extra_routes=[link]),
             host=config.api.bind,
             port=config.api.port,
             ssl_context=None if identity is None else identity.server_ssl_context(),
@@ -131,7 +141,8 @@ async def _record(config: AgentConfig, clock: Clock, status_interval_s: float) -
         try:
             advertisement = await _advertise(config, service)
             _print_banner(config, signer, identity, advertised=advertisement is not None)
-            failed = await _record_until_stopped(site, store, status_interval_s)
+            uplink = _uplink(config, service, site, clock, software)
+            failed = await _record_until_stopped(site, store, status_interval_s, uplink)
         finally:
             if advertisement is not None:
                 await advertisement.close()
@@ -148,8 +159,31 @@ async def _record(config: AgentConfig, clock: Clock, status_interval_s: float) -
     return 0
 
 
+def _uplink(
+    config: AgentConfig, service: SiteService, site: AgentSite, clock: Clock, software: str
+) -> CentralUplink | None:
+    link = config.link
+    if link.central_url is None:
+        return None
+    [account] = [u for u in config.users if u.username == link.account]
+    print(f"  uplink:      dialling {link.central_url} as account {account.username!r}")
+    return CentralUplink(
+        link,
+        account,
+        service,
+        events=site.events,
+        live=site.live,
+        clock=clock,
+        software=software,
+        rng=random.Random(),  # noqa: S311 - backoff jitter, not security
+    )
+
+
 async def _record_until_stopped(
-    site: AgentSite, store: ChunkStore, status_interval_s: float
+    site: AgentSite,
+    store: ChunkStore,
+    status_interval_s: float,
+    uplink: CentralUplink | None,
 ) -> BaseException | None:
     """Record until SIGTERM or SIGINT (or an error); the error that stopped it, if any."""
     stop = asyncio.Event()
@@ -159,8 +193,13 @@ async def _record_until_stopped(
     recording = asyncio.create_task(site.run(), name="site")
     status = asyncio.create_task(_status_lines(site, store, status_interval_s))
     stopping = asyncio.create_task(stop.wait())
+    linking = None if uplink is None else asyncio.create_task(uplink.run(), name="uplink")
     await asyncio.wait({recording, stopping}, return_when=asyncio.FIRST_COMPLETED)
     print("siteline: stopping; storing the chunks being recorded", flush=True)
+    if linking is not None:
+        linking.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await linking
     for task in (status, stopping, recording):
         task.cancel()
     with contextlib.suppress(asyncio.CancelledError):

@@ -19,6 +19,7 @@ from agent.device_recorders import RecorderContext
 from agent.event_hub import EventHub
 from agent.gpio_lines import GpiodLoader, GpioInput, load_gpiod
 from agent.input_device import STATE_STREAM, InputDevice, InputListener
+from agent.live_relay import LiveRelay
 from agent.output_device import OutputDevice
 from agent.recording_policy import RecordingMode
 from agent.retention_loop import RetentionLoop
@@ -49,9 +50,11 @@ class AgentSite:
         rng: random.Random | None = None,
         retention_interval_s: float = 5.0,
         gpiod_loader: GpiodLoader = load_gpiod,
+        live: LiveRelay | None = None,
     ) -> None:
         self.config = config
         self.events = events or EventHub()
+        self.live = live or LiveRelay()
         self._clock = clock
         self._writer = writer
         rng = rng or random.Random()  # noqa: S311 - backoff jitter, not security
@@ -62,6 +65,7 @@ class AgentSite:
             writer=writer,
             events=self.events,
             clock=clock,
+            live=self.live,
         )
         self.cameras = [
             CameraRecorder(camera, source_factory(camera), context, rng=rng)

@@ -376,7 +376,11 @@ class LinkConnection:
         stream.credit.charge(frame_bytes)
         if isinstance(item, m.ChunkHead | m.ChunkBody):
             chunk = self._assemble(stream, item, frame_bytes)
-            if chunk is not None and not stream.cancelling:
+            if stream.cancelling:
+                return
+            if isinstance(item, m.ChunkHead) and chunk is None:
+                events.append(ev.ChunkStarted(item.request_id, item.payload_size))
+            if chunk is not None:
                 events.append(chunk)
         elif stream.cancelling:
             return

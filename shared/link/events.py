@@ -59,6 +59,15 @@ class FailureReceived:
 
 
 @dataclass(frozen=True, slots=True)
+class ChunkStarted:
+    """A chunk's head arrived; `payload_size` bytes of payload follow. A receiver whose
+    credit is smaller than that must grant more, or the chunk can never complete."""
+
+    request_id: int
+    payload_size: int
+
+
+@dataclass(frozen=True, slots=True)
 class ChunkReceived:
     """One whole chunk of a transfer, as sent: verify it before committing it."""
 
@@ -121,6 +130,7 @@ LinkEvent = (
     | StreamCancelled
     | ReplyReceived
     | FailureReceived
+    | ChunkStarted
     | ChunkReceived
     | LiveReceived
     | EventReceived

@@ -19,6 +19,9 @@ from aiohttp import web
 from agent.accounts import Accounts
 from agent.api_server import ApiServer
 from agent.config import AgentConfig, load_agent_config
+from agent.event_hub import EventHub
+from agent.link_endpoint import link_route
+from agent.live_relay import LiveRelay
 from agent.site_service import SiteService
 from agent.tls_identity import TlsIdentity, site_identity
 from agent.web_api import build_web_app
@@ -158,7 +161,14 @@ async def running_api(directory: Path, *, api_toml: str = "") -> AsyncIterator[A
         cameras_up=lambda: cameras_up,
         version="9.9.9",
     )
-    app = build_web_app(service, Accounts(config.users, clock=clock, token_ttl_s=TOKEN_TTL_S))
+    link = link_route(
+        events=EventHub(), live=LiveRelay(), clock=clock, software="test", read_timeout_s=30.0
+    )
+    app = build_web_app(
+        service,
+        Accounts(config.users, clock=clock, token_ttl_s=TOKEN_TTL_S),
+        extra_routes=[link],
+    )
     server = ApiServer(
         app, host="127.0.0.1", port=0, ssl_context=identity.server_ssl_context()
     )

@@ -1,0 +1,1 @@
+"""The link protocol over real connections: WebSocket sessions, the client, dialling."""

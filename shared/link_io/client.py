@@ -1,0 +1,326 @@
+"""The asking side of a link: typed operations on a site, over a `LinkSession`.
+
+One-shot operations return the reply's body. `transfer` streams a stream's chunks after a
+cursor: each chunk is checked (`accept_chunk`), handed to the caller's `commit`, and only
+then does the cursor move and credit go back to the site, so the site can never be more
+than the credit window ahead of what is durably stored. `live` and `events` are
+subscriptions, used as async context managers that cancel the stream on exit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from shared.link import events as ev
+from shared.link import messages as m
+from shared.link_io.session import LinkSession, SessionEnd
+from shared.transfer_acceptance import (
+    AcceptedChunk,
+    ChunkRejected,
+    TransferCursor,
+    TransferExpectation,
+    accept_chunk,
+)
+
+DEFAULT_TRANSFER_WINDOW_BYTES = 4 * 1024 * 1024
+DEFAULT_LIVE_WINDOW_BYTES = 8 * 1024 * 1024
+DEFAULT_EVENTS_WINDOW_BYTES = 256 * 1024
+
+
+class RequestFailed(Exception):
+    """The site refused or could not serve a request."""
+
+    def __init__(self, code: m.FailureCode, message: str) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+
+
+class LinkLost(Exception):
+    """The link ended while an answer was awaited."""
+
+    def __init__(self, end: SessionEnd) -> None:
+        super().__init__(f"the link ended ({end.reason}: {end.detail})")
+        self.end = end
+
+
+class CreditGate(Protocol):
+    """Paces the credit a transfer gives back (the central's bandwidth cap)."""
+
+    async def acquire(self, grant_bytes: int) -> None: ...
+
+
+Commit = Callable[[AcceptedChunk], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class TransferOutcome:
+    cursor: TransferCursor
+    chunks: int
+    payload_bytes: int
+    wire_bytes: int
+    missing: int  # chunks the site no longer had (skipped in the sequence)
+
+
+def _payload_frames_bytes(payload_size: int) -> int:
+    """At most what the ChunkBody frames of a payload cost (20 bytes per piece, pieces of
+    at least 1 KiB unless credit is scarcer, which this grant prevents)."""
+    return payload_size + 20 * (payload_size // 1024 + 1)
+
+
+class LinkClient:
+    """See the module docstring. Construct once per session; it attaches itself."""
+
+    def __init__(self, session: LinkSession) -> None:
+        self.session = session
+        self.connection = session.connection
+        session.client = self
+        self._waiting: dict[int, asyncio.Future[dict[str, Any]]] = {}
+        self._streams: dict[int, asyncio.Queue[ev.LinkEvent | SessionEnd]] = {}
+
+    # -- one-shot operations ------------------------------------------------------------
+
+    async def site_info(self) -> dict[str, Any]:
+        return await self._ask(m.SiteInfoRequest(self._next_id()))
+
+    async def devices(self) -> list[dict[str, Any]]:
+        body = await self._ask(m.DeviceListRequest(self._next_id()))
+        devices: list[dict[str, Any]] = body["devices"]
+        return devices
+
+    async def status(self) -> dict[str, Any]:
+        return await self._ask(m.StatusRequest(self._next_id()))
+
+    async def timeline(
+        self, device_id: str, stream: str, start_ns: int, end_ns: int
+    ) -> dict[str, Any]:
+        return await self._ask(
+            m.TimelineRequest(self._next_id(), device_id, stream, start_ns, end_ns)
+        )
+
+    async def place_hold(
+        self,
+        device_id: str,
+        *,
+        streams: tuple[str, ...],
+        start_ns: int,
+        end_ns: int,
+        expires_ns: int,
+        reason: str,
+    ) -> dict[str, Any]:
+        return await self._ask(
+            m.PlaceHoldRequest(
+                self._next_id(), device_id, streams, start_ns, end_ns, expires_ns, reason
+            )
+        )
+
+    async def list_holds(self) -> list[dict[str, Any]]:
+        body = await self._ask(m.ListHoldsRequest(self._next_id()))
+        holds: list[dict[str, Any]] = body["holds"]
+        return holds
+
+    async def release_hold(self, hold_id: int) -> dict[str, Any]:
+        return await self._ask(m.ReleaseHoldRequest(self._next_id(), hold_id))
+
+    # -- streams ------------------------------------------------------------------------
+
+    async def transfer(
+        self,
+        expectation: TransferExpectation,
+        cursor: TransferCursor,
+        start_ns: int,
+        end_ns: int,
+        *,
+        commit: Commit,
+        priority: m.Priority = m.Priority.BACKGROUND,
+        window_bytes: int = DEFAULT_TRANSFER_WINDOW_BYTES,
+        gate: CreditGate | None = None,
+    ) -> TransferOutcome:
+        """Fetch and commit the chunks after `cursor` in [start_ns, end_ns).
+
+        Raises ChunkRejected (the stream is cancelled; the cursor stays at the last good
+        chunk), RequestFailed, or LinkLost; in every case everything committed so far is
+        safe and a new transfer from the caller's cursor resumes after it.
+        """
+        request_id = self._next_id()
+        queue = self._open_stream(request_id)
+        self._send(
+            m.TransferRequest(
+                request_id,
+                expectation.device_id,
+                expectation.stream,
+                start_ns,
+                end_ns,
+                cursor.seq,
+                window_bytes,
+                priority,
+            )
+        )
+        chunks = payload_bytes = wire_bytes = missing = 0
+        lent = 0  # credit granted beyond the window so that a large chunk can complete
+        try:
+            while True:
+                event = await queue.get()
+                if isinstance(event, ev.ChunkStarted):
+                    needed = _payload_frames_bytes(event.payload_size)
+                    shortfall = needed - self.connection.outstanding_credit(request_id)
+                    if shortfall > 0:
+                        if gate is not None:
+                            await gate.acquire(shortfall)
+                        lent += shortfall
+                        self.connection.grant(request_id, shortfall)
+                        self.session.flush()
+                elif isinstance(event, ev.ChunkReceived):
+                    try:
+                        accepted = accept_chunk(
+                            expectation, cursor, event.header, event.signature, event.payload
+                        )
+                    except ChunkRejected:
+                        self._cancel(request_id)
+                        raise
+                    await commit(accepted)
+                    cursor = cursor.after(accepted.chunk)
+                    chunks += 1
+                    payload_bytes += len(event.payload)
+                    wire_bytes += event.frame_bytes
+                    missing += accepted.missing_before
+                    repaid = min(lent, event.frame_bytes)
+                    lent -= repaid
+                    give_back = event.frame_bytes - repaid
+                    if give_back > 0:
+                        if gate is not None:
+                            await gate.acquire(give_back)
+                        self.connection.grant(request_id, give_back)
+                        self.session.flush()
+                elif isinstance(event, ev.StreamEnded):
+                    if event.outcome is not m.StreamOutcome.COMPLETE:
+                        raise RequestFailed(m.FailureCode.UNAVAILABLE, event.message)
+                    return TransferOutcome(cursor, chunks, payload_bytes, wire_bytes, missing)
+                else:
+                    self._raise_end(event)
+        finally:
+            self._streams.pop(request_id, None)
+
+    @contextlib.asynccontextmanager
+    async def live(
+        self, device_id: str, stream: str, *, window_bytes: int = DEFAULT_LIVE_WINDOW_BYTES
+    ) -> AsyncIterator[AsyncIterator[ev.LiveReceived]]:
+        """Packets of a device's stream as they are recorded (the last GOP first)."""
+        request_id = self._next_id()
+        queue = self._open_stream(request_id)
+        self._send(m.LiveRequest(request_id, device_id, stream, window_bytes))
+
+        async def packets() -> AsyncIterator[ev.LiveReceived]:
+            while True:
+                event = await queue.get()
+                if isinstance(event, ev.LiveReceived):
+                    self.connection.grant(request_id, event.frame_bytes)
+                    self.session.flush()
+                    yield event
+                elif isinstance(event, ev.StreamEnded):
+                    return
+                else:
+                    self._raise_end(event)
+
+        try:
+            yield packets()
+        finally:
+            self._cancel(request_id)
+            self._streams.pop(request_id, None)
+
+    @contextlib.asynccontextmanager
+    async def events(
+        self, kinds: tuple[str, ...] = (), *, window_bytes: int = DEFAULT_EVENTS_WINDOW_BYTES
+    ) -> AsyncIterator[AsyncIterator[m.EventItem]]:
+        """The site's events as they happen (`kinds` empty: all)."""
+        request_id = self._next_id()
+        queue = self._open_stream(request_id)
+        self._send(m.EventsRequest(request_id, kinds, window_bytes))
+
+        async def items() -> AsyncIterator[m.EventItem]:
+            while True:
+                event = await queue.get()
+                if isinstance(event, ev.EventReceived):
+                    self.connection.grant(request_id, event.frame_bytes)
+                    self.session.flush()
+                    yield event.event
+                elif isinstance(event, ev.StreamEnded):
+                    return
+                else:
+                    self._raise_end(event)
+
+        try:
+            yield items()
+        finally:
+            self._cancel(request_id)
+            self._streams.pop(request_id, None)
+
+    # -- AnswerListener -----------------------------------------------------------------
+
+    def on_answer(self, event: ev.LinkEvent) -> None:
+        if isinstance(event, ev.ReplyReceived | ev.FailureReceived):
+            future = self._waiting.pop(event.request_id, None)
+            if future is not None and not future.done():
+                if isinstance(event, ev.ReplyReceived):
+                    future.set_result(event.body)
+                else:
+                    future.set_exception(RequestFailed(event.code, event.message))
+                return
+        request_id = (
+            event.event.request_id
+            if isinstance(event, ev.EventReceived)
+            else getattr(event, "request_id", None)
+        )
+        if request_id is not None and request_id in self._streams:
+            self._streams[request_id].put_nowait(event)
+
+    def on_session_end(self, reason: SessionEnd) -> None:
+        for future in self._waiting.values():
+            if not future.done():
+                future.set_exception(LinkLost(reason))
+        self._waiting.clear()
+        for queue in self._streams.values():
+            queue.put_nowait(reason)
+
+    # -- internals ----------------------------------------------------------------------
+
+    def _next_id(self) -> int:
+        return self.connection.new_request_id()
+
+    def _send(self, request: m.RequestMessage) -> None:
+        if self.session.end is not None:
+            raise LinkLost(self.session.end)
+        self.connection.send_request(request)
+        self.session.flush()
+
+    async def _ask(self, request: m.RequestMessage) -> dict[str, Any]:
+        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._waiting[request.request_id] = future
+        try:
+            self._send(request)
+        except BaseException:
+            self._waiting.pop(request.request_id, None)
+            raise
+        return await future
+
+    def _open_stream(self, request_id: int) -> asyncio.Queue[ev.LinkEvent | SessionEnd]:
+        queue: asyncio.Queue[ev.LinkEvent | SessionEnd] = asyncio.Queue()
+        self._streams[request_id] = queue
+        return queue
+
+    def _cancel(self, request_id: int) -> None:
+        if self.session.end is None and not self.connection.closed:
+            self.connection.cancel(request_id)
+            self.session.flush()
+
+    @staticmethod
+    def _raise_end(event: ev.LinkEvent | SessionEnd) -> None:
+        if isinstance(event, SessionEnd):
+            raise LinkLost(event)
+        if isinstance(event, ev.FailureReceived):
+            raise RequestFailed(event.code, event.message)
+        raise AssertionError(f"unexpected event on a stream: {event!r}")

@@ -1,0 +1,187 @@
+"""A recording site with its API and link on loopback, and a TCP proxy that can cut or stall.
+
+The site is the real thing: synthetic cameras encoding H.264, the LMDB store, the recorders,
+the HTTPS API with the link route. Its accounts are those of tests/agent_api/api_site.py
+(`admin` sees everything, `clerk` only cam-a and the door).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from agent.accounts import Accounts
+from agent.api_server import ApiServer
+from agent.config import AgentConfig
+from agent.link_endpoint import link_route
+from agent.site_runtime import AgentSite
+from agent.site_service import SiteService
+from agent.source_factory import build_source
+from agent.store_writer import StoreWriter
+from agent.tls_identity import TlsIdentity, site_identity
+from agent.web_api import build_web_app
+from shared.clock import SystemClock
+from shared.signing import SiteSigner
+from shared.store.chunk_store import ChunkStore
+from tests.agent_api.api_site import api_config
+
+READ_TIMEOUT_S = 3.0
+
+
+@dataclass
+class LinkSite:
+    config: AgentConfig
+    site: AgentSite
+    store: ChunkStore
+    signer: SiteSigner
+    identity: TlsIdentity
+    port: int
+    clock: SystemClock
+    service: SiteService
+
+    @property
+    def base_url(self) -> str:
+        return f"https://127.0.0.1:{self.port}"
+
+    async def wait_for_chunks(self, device_id: str, stream: str, count: int) -> None:
+        for _ in range(600):
+            summaries = await asyncio.to_thread(self.store.streams)
+            for summary in summaries:
+                if (summary.device_id, summary.stream) == (device_id, stream) and (
+                    summary.chunk_count >= count
+                ):
+                    return
+            await asyncio.sleep(0.1)
+        raise AssertionError(f"{device_id}/{stream} never had {count} chunks")
+
+
+@contextlib.asynccontextmanager
+async def running_link_site(directory: Path, *, api_toml: str = "") -> AsyncIterator[LinkSite]:
+    config = api_config(directory, api_toml=api_toml)
+    clock = SystemClock()
+    signer = await asyncio.to_thread(SiteSigner.load_or_create, config.storage.key_path)
+    identity = await asyncio.to_thread(site_identity, config, clock)
+    store = await asyncio.to_thread(
+        ChunkStore.open,
+        config.storage.path,
+        quota_bytes=config.storage.quota_bytes,
+        hold_budget_bytes=config.storage.hold_budget_bytes,
+        clock=clock,
+    )
+    writer = StoreWriter(store)
+    site = AgentSite(
+        config,
+        writer=writer,
+        signer=signer,
+        clock=clock,
+        source_factory=lambda camera: build_source(camera, clock=clock),
+        rng=random.Random(3),
+    )
+    service = SiteService(
+        config,
+        store,
+        public_key=signer.public_key,
+        fingerprint=identity.fingerprint,
+        clock=clock,
+        cameras_up=lambda: {c.camera.id: c.supervisor.connected for c in site.cameras},
+        version="test",
+    )
+    route = link_route(
+        events=site.events,
+        live=site.live,
+        clock=clock,
+        software="siteline-agent test",
+        read_timeout_s=READ_TIMEOUT_S,
+    )
+    app = build_web_app(service, Accounts(config.users, clock=clock), extra_routes=[route])
+    server = ApiServer(app, host="127.0.0.1", port=0, ssl_context=identity.server_ssl_context())
+    recording = asyncio.create_task(site.run(), name="site")
+    try:
+        port = await server.start()
+        yield LinkSite(config, site, store, signer, identity, port, clock, service)
+    finally:
+        await server.stop()
+        recording.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await recording
+        await service.wait_idle()
+        await asyncio.to_thread(writer.close)
+        store.close()
+
+
+class TcpProxy:
+    """Forwards loopback TCP to a target; can cut every connection, or stall them (stop
+    forwarding without closing, as a half-open connection looks)."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.port = 0
+        self.flowing = asyncio.Event()  # cleared: stalled
+        self.flowing.set()
+        self.cut_after_bytes: int | None = None  # cut when this many bytes went to the client
+        self.forwarded_to_client = 0
+        self.cuts = 0
+        self._server: asyncio.Server | None = None
+        self._writers: set[asyncio.StreamWriter] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        self.cut()
+        for task in list(self._tasks):
+            task.cancel()
+        for task in list(self._tasks):
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if self._server is not None:
+            await self._server.wait_closed()
+
+    def cut(self) -> None:
+        """Reset every open connection at once."""
+        for writer in list(self._writers):
+            transport = writer.transport
+            transport.abort()
+        self._writers.clear()
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        upstream_reader, upstream_writer = await asyncio.open_connection(
+            "127.0.0.1", self.target_port
+        )
+        self._writers |= {writer, upstream_writer}
+        pumps = [
+            asyncio.create_task(self._pump(reader, upstream_writer, to_client=False)),
+            asyncio.create_task(self._pump(upstream_reader, writer, to_client=True)),
+        ]
+        self._tasks.update(pumps)
+        for pump in pumps:
+            pump.add_done_callback(self._tasks.discard)
+
+    async def _pump(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *, to_client: bool
+    ) -> None:
+        try:
+            while data := await reader.read(16384):
+                await self.flowing.wait()
+                if to_client:
+                    self.forwarded_to_client += len(data)
+                writer.write(data)
+                await writer.drain()
+                limit = self.cut_after_bytes
+                if to_client and limit is not None and self.forwarded_to_client >= limit:
+                    self.cut_after_bytes = None
+                    self.cuts += 1
+                    self.cut()
+                    return
+        except (ConnectionError, OSError):
+            pass
+        finally:
+            writer.transport.abort()
