@@ -1,5 +1,6 @@
-"""`siteline agent run` end to end: the real command serves the API over HTTPS with the
-certificate `siteline agent fingerprint` printed, advertises itself, and stops cleanly."""
+"""`siteline agent run` end to end: the real command serves the API and the link over HTTPS
+with the certificate `siteline agent fingerprint` printed, advertises itself, and stops
+cleanly."""
 
 from __future__ import annotations
 
@@ -15,6 +16,9 @@ import aiohttp
 from zeroconf.asyncio import AsyncServiceInfo, AsyncZeroconf
 
 from agent.discovery import SERVICE_TYPE
+from shared.clock import SystemClock
+from shared.link_io.dialing import connect_to_site
+from shared.transfer_acceptance import AcceptedChunk, TransferCursor, TransferExpectation
 from tests.agent_api.api_site import api_config
 
 START_TIMEOUT_S = 30.0
@@ -31,8 +35,13 @@ def _free_port() -> int:
 
 async def _siteline(*args: str) -> tuple[int, str, str]:
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "shared.command_line", *args,
-        cwd=REPO, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        sys.executable,
+        "-m",
+        "shared.command_line",
+        *args,
+        cwd=REPO,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
     )
     out, err = await process.communicate()
     assert process.returncode is not None
@@ -43,9 +52,18 @@ async def _siteline(*args: str) -> tuple[int, str, str]:
 async def _agent(config_file: Path) -> AsyncIterator[tuple[asyncio.subprocess.Process, list[str]]]:
     """The running agent and the lines of its output so far; killed if the test fails."""
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "shared.command_line", "agent", "run",
-        "--config", str(config_file), "--status-interval", "1",
-        cwd=REPO, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        sys.executable,
+        "-m",
+        "shared.command_line",
+        "agent",
+        "run",
+        "--config",
+        str(config_file),
+        "--status-interval",
+        "1",
+        cwd=REPO,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
     )
     lines: list[str] = []
 
@@ -78,9 +96,7 @@ async def _until_serving(client: aiohttp.ClientSession, url: str, lines: list[st
 
 async def test_the_agent_serves_its_api_and_stops_on_sigterm(tmp_path: Path) -> None:
     port = _free_port()
-    config = api_config(
-        tmp_path, api_toml=f'bind = "127.0.0.1"\nport = {port}\nadvertise = true'
-    )
+    config = api_config(tmp_path, api_toml=f'bind = "127.0.0.1"\nport = {port}\nadvertise = true')
     code, fingerprint, err = await _siteline("agent", "fingerprint", "--config", str(config.file))
     assert code == 0, err
     fingerprint = fingerprint.strip()
@@ -114,6 +130,30 @@ async def test_the_agent_serves_its_api_and_stops_on_sigterm(tmp_path: Path) -> 
                 if status["cameras_up"] == 2:
                     break
                 await asyncio.sleep(0.2)
+        # The link: a transfer of what the command recorded, verified chunk by chunk.
+        async with connect_to_site(
+            client,
+            f"https://127.0.0.1:{port}",
+            username="admin",
+            password="admin-pw",
+            fingerprint=fingerprint,
+            clock=SystemClock(),
+            software="test-central",
+        ) as link:
+            public_key = bytes.fromhex((await link.site_info())["public_key"])
+            committed: list[int] = []
+
+            async def commit(accepted: AcceptedChunk) -> None:
+                committed.append(accepted.chunk.header.seq)
+
+            expectation = TransferExpectation(config.site.id, "cam-a", "lq", public_key)
+            async with asyncio.timeout(START_TIMEOUT_S):
+                cursor = TransferCursor()
+                while len(committed) < 2:
+                    outcome = await link.transfer(expectation, cursor, 0, 1 << 62, commit=commit)
+                    cursor = outcome.cursor
+                    await asyncio.sleep(0.5)
+            assert committed == sorted(set(committed))
         # Zeroconf on loopback carries the same fingerprint.
         info = AsyncServiceInfo(SERVICE_TYPE, f"siteline-{config.site.id}.{SERVICE_TYPE}")
         assert await info.async_request(browser.zeroconf, round(START_TIMEOUT_S * 1000))

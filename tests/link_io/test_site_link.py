@@ -385,3 +385,50 @@ def _uplink_settings(port: int, token: str) -> LinkSettings:
         central_fingerprint=None,
         account="clerk",
     )
+
+
+async def test_every_link_operation_hides_a_forbidden_device(tmp_path: Path) -> None:
+    """`clerk` may not see cam-b: each operation answers as for a device that does not
+    exist; holds on cam-b are not listed and cannot be released."""
+    async with running_link_site(tmp_path) as site:
+        now = site.clock.now_ns()
+        async with dial(site) as admin:
+            placed = await admin.place_hold(
+                "cam-b",
+                streams=("lq",),
+                start_ns=now - NS_PER_S,
+                end_ns=now,
+                expires_ns=now + 3600 * NS_PER_S,
+                reason="admin's",
+            )
+        hold_id = placed["holds"][0]["id"]
+        async with dial(site, "clerk") as clerk:
+            attempts = {
+                "timeline": clerk.timeline("cam-b", "lq", now - NS_PER_S, now),
+                "hold": clerk.place_hold(
+                    "cam-b",
+                    streams=("lq",),
+                    start_ns=now - NS_PER_S,
+                    end_ns=now,
+                    expires_ns=now + NS_PER_S,
+                    reason="x",
+                ),
+                "release": clerk.release_hold(hold_id),
+                "transfer": clerk.transfer(
+                    _expectation(site, "cam-b", "lq"),
+                    TransferCursor(),
+                    *ALL_TIME,
+                    commit=CopyStore().commit,
+                ),
+            }
+            for name, attempt in attempts.items():
+                with pytest.raises(RequestFailed) as caught:
+                    await attempt
+                assert caught.value.code is m.FailureCode.NOT_FOUND, name
+            async with clerk.live("cam-b", "lq") as packets:
+                with pytest.raises(RequestFailed) as caught:
+                    await anext(packets)
+                assert caught.value.code is m.FailureCode.NOT_FOUND
+            assert await clerk.list_holds() == []
+        async with dial(site, "nobody") as nobody:
+            assert await nobody.devices() == []
