@@ -109,7 +109,10 @@ class ApiSite:
         if token is not None:
             all_headers["Authorization"] = f"Bearer {token}"
         async with self.client.request(
-            method, self.url(path), headers=all_headers, **kwargs  # type: ignore[arg-type]
+            method,
+            self.url(path),
+            headers=all_headers,
+            **kwargs,  # type: ignore[arg-type]
         ) as response:
             body = await response.read()
             data = await response.json() if body else None
@@ -169,9 +172,7 @@ async def running_api(directory: Path, *, api_toml: str = "") -> AsyncIterator[A
         Accounts(config.users, clock=clock, token_ttl_s=TOKEN_TTL_S),
         extra_routes=[link],
     )
-    server = ApiServer(
-        app, host="127.0.0.1", port=0, ssl_context=identity.server_ssl_context()
-    )
+    server = ApiServer(app, host="127.0.0.1", port=0, ssl_context=identity.server_ssl_context())
     try:
         port = await server.start()
         connector = aiohttp.TCPConnector(ssl=pinned_fingerprint(identity.fingerprint))

@@ -144,4 +144,3 @@ def _templates(api: ApiSite) -> list[tuple[str, str, str | None]]:
 
 def _path_parameters(path: str) -> list[str]:
     return [part[1:-1] for part in path.split("/") if part.startswith("{")]
-

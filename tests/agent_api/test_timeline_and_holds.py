@@ -59,9 +59,7 @@ async def test_one_stream_and_an_empty_range(api: ApiSite) -> None:
     await _record_cam_a(api)
     token = await api.login()
     query = {"start": format_instant(T0_NS + 5 * S), "end": format_instant(T0_NS + 61 * S)}
-    status, data, _ = await api.call(
-        "GET", TIMELINE, token=token, params={**query, "stream": "hq"}
-    )
+    status, data, _ = await api.call("GET", TIMELINE, token=token, params={**query, "stream": "hq"})
     assert status == 200
     assert isinstance(data, dict)
     [hq] = data["streams"]
@@ -116,7 +114,8 @@ async def test_bad_timeline_parameters_are_named(
 async def test_a_repeated_parameter_is_refused(api: ApiSite) -> None:
     token = await api.login()
     status, data, _ = await api.call(
-        "GET", f"{TIMELINE}?start=2023-11-14T22:00:00Z&start=2023-11-14T21:00:00Z&end=x",
+        "GET",
+        f"{TIMELINE}?start=2023-11-14T22:00:00Z&start=2023-11-14T21:00:00Z&end=x",
         token=token,
     )
     assert status == 400
