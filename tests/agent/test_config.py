@@ -158,3 +158,45 @@ def test_command_line_version_and_init_then_check(
     # Nothing recorded yet and no key: check says why it cannot verify, and fails.
     assert main(["agent", "check", "--config", str(tmp_path / "agent.toml")]) == 2
     assert "no signing key" in capsys.readouterr().err
+
+
+GOOD_LINK = """
+[link]
+read_timeout_s = 20
+central_url = "https://central.example:8444/api/v1/sites/link"
+enrolment_token = "enrol-0123456789abcdef"
+central_fingerprint = "{fingerprint}"
+account = "admin"
+""".format(fingerprint=":".join(["AB"] * 32))
+
+
+def test_the_outbound_link_loads(sample: Path) -> None:
+    sample.write_text(sample.read_text() + GOOD_LINK)
+    link = load_agent_config(sample).link
+    assert link.central_url == "https://central.example:8444/api/v1/sites/link"
+    assert (link.account, link.read_timeout_s) == ("admin", 20.0)
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "message"),
+    [
+        ('central_url = "https:', 'central_url = "ftp:', "link.central_url: must be an http"),
+        (
+            'enrolment_token = "enrol-0123456789abcdef"',
+            'enrolment_token = "short"',
+            "link.enrolment_token: is required with central_url",
+        ),
+        ('account = "admin"', 'account = "ghost"', "link.account: 'ghost' is not one of"),
+        ('central_fingerprint = "AB', 'central_fingerprint = "ZZ', "link.central_fingerprint"),
+        ("read_timeout_s = 20", "read_timeout_s = 1", "link.read_timeout_s"),
+        (
+            'central_url = "https://central.example:8444/api/v1/sites/link"\n',
+            "",
+            "link.enrolment_token: only makes sense with central_url",
+        ),
+    ],
+)
+def test_link_errors_name_the_key(sample: Path, old: str, new: str, message: str) -> None:
+    sample.write_text(sample.read_text() + GOOD_LINK.replace(old, new, 1))
+    with pytest.raises(ConfigError, match=message):
+        load_agent_config(sample)
