@@ -22,39 +22,14 @@ import asyncio
 import logging
 import random
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
 
+from agent.reconnect import BackoffPolicy, reconnect_forever
 from agent.sources.base import CameraSource, SourceConfigError, SourceUnavailable
 from agent.system_events import SystemEvent, SystemEventKind
-from shared.clock import NS_PER_S, Clock
+from shared.clock import Clock
 from shared.media import CodecConfig, MediaPacket
 
 _log = logging.getLogger(__name__)
-
-_MAX_EXPONENT = 64  # beyond this the delay is at max_s anyway; avoids float overflow
-
-
-@dataclass(frozen=True, slots=True)
-class BackoffPolicy:
-    """Delays between reconnection attempts, in seconds."""
-
-    initial_s: float = 1.0
-    max_s: float = 60.0
-    multiplier: float = 2.0
-    jitter: float = 0.25  # each delay is stretched by up to this fraction, at random
-    stable_after_s: float = 30.0  # a session this long resets the delay to initial_s
-
-    def __post_init__(self) -> None:
-        if not 0 < self.initial_s <= self.max_s:
-            raise ValueError(f"need 0 < initial_s <= max_s, not {self.initial_s}, {self.max_s}")
-        if self.multiplier < 1 or not 0 <= self.jitter <= 1 or self.stable_after_s < 0:
-            raise ValueError("need multiplier >= 1, 0 <= jitter <= 1, stable_after_s >= 0")
-
-    def delay_s(self, attempt: int, rng: random.Random) -> float:
-        """The wait before retry number `attempt` (0-based); within [initial_s, max_s]."""
-        base = self.initial_s * self.multiplier ** min(attempt, _MAX_EXPONENT)
-        return min(self.max_s, base * (1 + self.jitter * rng.random()))
-
 
 class CameraSupervisor:
     """Runs one `CameraSource` for one device until cancelled (see module doc)."""
@@ -86,19 +61,15 @@ class CameraSupervisor:
 
     async def run(self) -> None:
         """Supervise until cancelled; only callback errors end it otherwise."""
-        attempt = 0
-        while True:
-            opened_at_ns = await self._session()
-            if opened_at_ns is not None:
-                up_ns = self._clock.monotonic_ns() - opened_at_ns
-                if up_ns >= self._backoff.stable_after_s * NS_PER_S:
-                    attempt = 0
-            delay_s = self._backoff.delay_s(attempt, self._rng)
-            attempt += 1
-            _log.info(
+        await reconnect_forever(
+            self._session,
+            backoff=self._backoff,
+            clock=self._clock,
+            rng=self._rng,
+            before_retry=lambda delay_s: _log.info(
                 "%s: retrying %s in %.1f s", self._device_id, self._source.describe(), delay_s
-            )
-            await self._clock.sleep(delay_s)
+            ),
+        )
 
     async def _session(self) -> int | None:
         """Open, forward until the source fails; return when it opened (monotonic ns)."""

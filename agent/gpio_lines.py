@@ -43,12 +43,12 @@ from datetime import timedelta
 from types import ModuleType
 from typing import Any
 
-from agent.camera_supervisor import BackoffPolicy
 from agent.config import GpioLine
 from agent.event_hub import EventHub
 from agent.input_device import InputDevice
+from agent.reconnect import BackoffPolicy, reconnect_forever
 from agent.system_events import SystemEvent, SystemEventKind
-from shared.clock import NS_PER_S, Clock
+from shared.clock import Clock
 
 _log = logging.getLogger(__name__)
 
@@ -164,17 +164,15 @@ class _LineRunner(ABC):
 
     async def run(self) -> None:
         """Hold the line until cancelled; only errors of the callbacks end it otherwise."""
-        attempt = 0
-        while True:
-            opened_at_ns = await self._session()
-            if opened_at_ns is not None:
-                up_ns = self._clock.monotonic_ns() - opened_at_ns
-                if up_ns >= self._backoff.stable_after_s * NS_PER_S:
-                    attempt = 0
-            delay_s = self._backoff.delay_s(attempt, self._rng)
-            attempt += 1
-            _log.info("%s: requesting %s again in %.1f s", self.device_id, self._where(), delay_s)
-            await self._clock.sleep(delay_s)
+        await reconnect_forever(
+            self._session,
+            backoff=self._backoff,
+            clock=self._clock,
+            rng=self._rng,
+            before_retry=lambda delay_s: _log.info(
+                "%s: requesting %s again in %.1f s", self.device_id, self._where(), delay_s
+            ),
+        )
 
     def _where(self) -> str:
         return f"{self.gpio.chip} line {self.gpio.line}"

@@ -10,14 +10,14 @@ import aiohttp
 from aiohttp import web
 
 from agent.accounts import Principal
-from agent.camera_supervisor import BackoffPolicy
 from agent.config import LinkSettings, UserAccount
 from agent.event_hub import EventHub
 from agent.link_server import SiteLinkServer
 from agent.live_relay import LiveRelay
+from agent.reconnect import BackoffPolicy, reconnect_forever
 from agent.site_service import SiteService
 from agent.web_api import API_PREFIX, PRINCIPAL, SERVICE
-from shared.clock import NS_PER_S, Clock
+from shared.clock import Clock
 from shared.link.connection import LinkConnection
 from shared.link.messages import LinkRole
 from shared.link_io.dialing import WEBSOCKET_MAX_MESSAGE_BYTES, pinned_ssl
@@ -109,18 +109,19 @@ class CentralUplink:
 
     async def run(self) -> None:
         """Until cancelled: connect, serve, and after any end wait and connect again."""
-        attempt = 0
         async with aiohttp.ClientSession() as http:
-            while True:
-                started_ns = self._clock.monotonic_ns()
-                await self._connect_and_serve(http)
-                lasted_s = (self._clock.monotonic_ns() - started_ns) / NS_PER_S
-                attempt = 0 if lasted_s >= self._backoff.stable_after_s else attempt + 1
-                delay_s = self._backoff.delay_s(attempt, self._rng)
-                _log.info("link to %s: next attempt in %.1f s", self.url, delay_s)
-                await self._clock.sleep(delay_s)
+            await reconnect_forever(
+                lambda: self._connect_and_serve(http),
+                backoff=self._backoff,
+                clock=self._clock,
+                rng=self._rng,
+                before_retry=lambda delay_s: _log.info(
+                    "link to %s: next attempt in %.1f s", self.url, delay_s
+                ),
+            )
 
-    async def _connect_and_serve(self, http: aiohttp.ClientSession) -> None:
+    async def _connect_and_serve(self, http: aiohttp.ClientSession) -> int | None:
+        """One session; when it opened (monotonic ns), None if it did not."""
         try:
             websocket = await http.ws_connect(
                 self.url,
@@ -130,13 +131,14 @@ class CentralUplink:
             )
         except aiohttp.WSServerHandshakeError as exc:
             self._problem(f"the central refused the link (HTTP {exc.status})")
-            return
+            return None
         except aiohttp.ServerFingerprintMismatch:
             self._problem("the central's certificate is not the pinned one")
-            return
+            return None
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
             self._problem(f"cannot reach the central: {exc or type(exc).__name__}")
-            return
+            return None
+        opened_at_ns = self._clock.monotonic_ns()
         self.connected = True
         self.sessions += 1
         self.last_problem = None
@@ -156,6 +158,7 @@ class CentralUplink:
         finally:
             self.connected = False
             await websocket.close()
+        return opened_at_ns
 
     def _problem(self, text: str) -> None:
         self.last_problem = text

@@ -11,7 +11,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from agent.camera_supervisor import BackoffPolicy, CameraSupervisor
+from agent.camera_supervisor import CameraSupervisor
+from agent.reconnect import BackoffPolicy
 from agent.sources.base import SourceUnavailable
 from agent.sources.rtsp import RtspCamera
 from agent.system_events import SystemEvent, SystemEventKind
