@@ -177,9 +177,12 @@ def run_pair(
     return max(ffmpeg_cpu_s - startup_s, 1e-6), float(result["cpu_s"]), result
 
 
-def run_live(work: Path, seconds: int, *, startup_s: float, rounds: int = 2) -> tuple[float, float]:
+def run_live(
+    work: Path, seconds: int, *, startup_s: float, rounds: int = 2
+) -> tuple[float, float, dict[str, float]]:
     """ffmpeg and the agent each record a live RTSP camera, one after the other, `rounds`
-    times; the best CPU-s per minute of stored video of each (ffmpeg, agent)."""
+    times; the best CPU-s per minute of stored video of each (ffmpeg, agent), and the
+    agent's best run per thread."""
     sys.path.insert(0, str(REPO))
     from tests.rtsp_server import RtspServerProcess, system_python_has_gi  # noqa: PLC0415
 
@@ -191,6 +194,7 @@ def run_live(work: Path, seconds: int, *, startup_s: float, rounds: int = 2) -> 
     server = RtspServerProcess(port, hq_profile="1920x1080@25:4000")
     server.start()
     ffmpeg_best = agent_best = float("inf")
+    agent_threads: dict[str, float] = {}
     try:
         url = server.url("/hq")
         for round_index in range(rounds):
@@ -222,10 +226,15 @@ def run_live(work: Path, seconds: int, *, startup_s: float, rounds: int = 2) -> 
                 )
             )
             result = json.loads(out.strip().splitlines()[-1])
-            agent_best = min(agent_best, float(result["cpu_s"]) / (result["chunks"] / 60))
+            stored_min = result["chunks"] / 60
+            if float(result["cpu_s"]) / stored_min < agent_best:
+                agent_best = float(result["cpu_s"]) / stored_min
+                agent_threads = {
+                    name: cpu_s / stored_min for name, cpu_s in result["threads"].items()
+                }
     finally:
         server.stop()
-    return ffmpeg_best, agent_best
+    return ffmpeg_best, agent_best, agent_threads
 
 
 def main() -> int:
@@ -249,12 +258,14 @@ def main() -> int:
         f"(ffmpeg's start-up, {startup_s:.3f} CPU-s, is subtracted from its figures; the "
         "agent's exclude its imports)"
     )
-    ffmpeg_per_min, agent_per_min = live
+    ffmpeg_per_min, agent_per_min, agent_threads = live
     ratio_live = agent_per_min / ffmpeg_per_min
     print(
         f"{'live RTSP camera':>16}: ffmpeg -c copy -f segment {ffmpeg_per_min:.3f}, "
         f"agent {agent_per_min:.3f}, ratio {ratio_live:.2f} (best of 2 runs each, one at a time)"
     )
+    by_thread = ", ".join(f"{name} {cpu:.3f}" for name, cpu in sorted(agent_threads.items()))
+    print(f"{'':>16}  the agent's threads: {by_thread}")
     for label, seconds, (ffmpeg_s, agent_s, result) in (
         (f"real time, {args.seconds} s", args.seconds, realtime),
         (f"fast, {args.fast_seconds} s", args.fast_seconds, fast),

@@ -7,15 +7,18 @@ A file is read as fast as it can be (or at its own pace with --realtime, as a ca
 it); an RTSP camera is recorded for N seconds. Used by `record_cpu.py` as a child process:
 the source (demux, no transcoding) -> chunker ->
 recording gate -> sealing (SHA-256, Ed25519) -> one synced LMDB commit per chunk. Prints one
-JSON line with the CPU seconds spent recording (after imports and setup) and what was stored.
+JSON line with the CPU seconds spent recording (after imports and setup), the same per thread
+("threads": the reader, the event loop, the store writer; Linux only), and what was stored.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
 import resource
 import sys
+import threading
 from pathlib import Path
 
 from agent.chain_sealer import ChainSealer
@@ -40,9 +43,23 @@ def _sys_s() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_stime
 
 
+def _thread_cpu_s() -> dict[int, float]:
+    """CPU seconds of each thread of this process, by native thread id (empty off Linux)."""
+    task_dir = Path("/proc/self/task")
+    if not task_dir.is_dir():
+        return {}
+    times: dict[int, float] = {}
+    for task in os.listdir(task_dir):
+        try:  # schedstat: nanoseconds on the CPU, then waiting, then time slices
+            times[int(task)] = int((task_dir / task / "schedstat").read_text().split()[0]) / 1e9
+        except (OSError, ValueError, IndexError):
+            continue  # the thread ended meanwhile
+    return times
+
+
 async def record(
     media: str, store_dir: Path, *, realtime: bool, seconds: float | None
-) -> dict[str, float]:
+) -> dict[str, object]:
     clock = SystemClock()
     store = ChunkStore.open(store_dir, quota_bytes=8 * 1024**3, hold_budget_bytes=0, clock=clock)
     writer = StoreWriter(store)
@@ -67,7 +84,7 @@ async def record(
     else:
         camera = FileCamera(Path(media), clock=clock, realtime=realtime, loop=False, audio=False)
     configs = await camera.open()
-    start_cpu, start_sys = _cpu_s(), _sys_s()
+    start_cpu, start_sys, start_threads = _cpu_s(), _sys_s(), _thread_cpu_s()
     await recorder.set_codec(configs["hq"])
 
     async def consume() -> None:
@@ -82,6 +99,11 @@ async def record(
     except (SourceUnavailable, TimeoutError):
         pass  # the end of the file, or of the recording time
     await recorder.flush()
+    names = {thread.native_id: thread.name for thread in threading.enumerate()}
+    threads = {
+        names.get(tid, str(tid)): round(cpu_s - start_threads.get(tid, 0.0), 3)
+        for tid, cpu_s in _thread_cpu_s().items()
+    }
     await camera.close()
     cpu_s, sys_s = _cpu_s() - start_cpu, _sys_s() - start_sys
     await asyncio.to_thread(writer.close)
@@ -89,6 +111,7 @@ async def record(
     return {
         "cpu_s": cpu_s,
         "sys_s": sys_s,
+        "threads": threads,
         "packets": recorder.counters.packets,
         "chunks": recorder.counters.chunks_stored,
         "bytes": recorder.counters.bytes_stored,

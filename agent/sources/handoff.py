@@ -38,7 +38,7 @@ class ThreadHandoff(Generic[T]):
       that nobody was told to drain); an item that does not wake it is taken at the next
       wake-up. The end of the stream always wakes it at once.
 
-    A camera's 25-50 packets a second then cost about ten wake-ups, and an item waits at most
+    A camera's 25-50 packets a second then cost a few wake-ups, and an item waits at most
     the interval plus the time to the producer's next item.
     """
 

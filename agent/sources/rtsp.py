@@ -192,51 +192,62 @@ class _Session:
             names[audio.index] = STREAM_AUDIO
             streams.append(audio)
         stream_configs = {names[s.index]: self._config(s) for s in streams}
-        time_bases = {s.index: s.time_base or Fraction(1, 90_000) for s in streams}
-        # One mapper per stream: audio and video run on separate RTP clocks whose
-        # timestamps need not share an origin.
-        mappers = {s.index: WallClockMapper(self._clock, follow_clock=True) for s in streams}
+        # Per stream index: its name, its time base, and its own wall-clock mapper (audio
+        # and video run on separate RTP clocks whose timestamps need not share an origin).
+        timelines = {
+            s.index: (
+                names[s.index],
+                s.time_base or Fraction(1, 90_000),
+                WallClockMapper(self._clock, follow_clock=True),
+            )
+            for s in streams
+        }
+        video_index = video.index
         video_codec = stream_configs[self._role].codec
         needs_parameter_sets = not stream_configs[self._role].extradata
         if not needs_parameter_sets:
             resolve_threadsafe(self._event_loop, configs, stream_configs)
         started = False  # delivery begins at the first video keyframe
+        stop, handoff = self._stop, self._handoff
         for raw in container.demux(streams):
-            if self._stop.is_set():
+            if stop.is_set():
                 return
-            if raw.size == 0 or (raw.pts is None and raw.dts is None):
+            pts, dts = raw.pts, raw.dts
+            if pts is None:
+                if dts is None:
+                    continue  # FFmpeg emits a few before RTCP synchronisation
+                pts = dts
+            elif dts is None:
+                dts = pts
+            if raw.size == 0:
                 continue
-            is_video = raw.stream_index == video.index
-            if is_video and not started:
-                if not raw.is_keyframe:
+            is_video = raw.stream_index == video_index
+            if not started:
+                if not (is_video and raw.is_keyframe):
                     continue
                 started = True
-            if not started:
-                continue
             data = bytes(raw)
-            if needs_parameter_sets and is_video:
-                found = parameter_sets(data, video_codec)
-                if found:
-                    config = stream_configs[self._role]
-                    stream_configs[self._role] = dataclasses.replace(config, extradata=found)
-                    resolve_threadsafe(self._event_loop, configs, stream_configs)
-                    needs_parameter_sets = False
             if needs_parameter_sets:
-                continue
-            pts = raw.pts if raw.pts is not None else raw.dts
-            dts = raw.dts if raw.dts is not None else pts
-            assert pts is not None
-            assert dts is not None
+                if not is_video:
+                    continue
+                found = parameter_sets(data, video_codec)
+                if not found:
+                    continue
+                config = stream_configs[self._role]
+                stream_configs[self._role] = dataclasses.replace(config, extradata=found)
+                resolve_threadsafe(self._event_loop, configs, stream_configs)
+                needs_parameter_sets = False
+            name, time_base, mapper = timelines[raw.stream_index]
             packet = MediaPacket(
-                stream=names[raw.stream_index],
+                stream=name,
                 pts=pts,
                 dts=dts,
                 duration=max(raw.duration or 0, 0),
                 keyframe=raw.is_keyframe,
                 data=data,
-                wall_ns=mappers[raw.stream_index].wall_ns(pts, time_bases[raw.stream_index]),
+                wall_ns=mapper.wall_ns(pts, time_base),
             )
-            if not self._handoff.put(packet):
+            if not handoff.put(packet):
                 return
         if not self._stop.is_set():
             raise SourceUnavailable(f"{self._label}: the camera ended the stream")

@@ -28,6 +28,9 @@ from fractions import Fraction
 
 from shared.clock import NS_PER_S, Clock
 
+_MediaTime = tuple[int, int]
+"""(n, d): n/d nanoseconds, d > 0 (see `WallClockMapper`)."""
+
 
 @dataclass(frozen=True, slots=True)
 class Reanchor:
@@ -62,25 +65,38 @@ class WallClockMapper:
         self._max_drift_ns = round(max_drift_s * NS_PER_S)
         self._max_jump_ns = round(max_jump_s * NS_PER_S)
         self._max_reorder_ns = round(max_reorder_s * NS_PER_S)
-        # Media times are exact fractions of a nanosecond, so a stream's spacing never
-        # accumulates rounding; only the returned wall time is rounded.
-        self._anchor_media_ns = Fraction(0)
+        # Media times are exact: (n, d) stands for n/d nanoseconds, with n = pts *
+        # time_base.numerator * 1e9 and d = time_base.denominator. A stream's spacing never
+        # accumulates rounding (only the returned wall time is rounded), and mapping a
+        # packet costs a few integer operations (Fraction arithmetic cost more CPU than
+        # demuxing the packet).
+        self._anchor_media: _MediaTime = (0, 1)
         self._anchor_wall_ns = 0
-        self._last_media_ns: Fraction | None = None
+        self._last_media: _MediaTime | None = None
         self._last_wall_ns = 0
         self._last_step_ns = 0
+        # The last time base seen, and its scale: sources pass one object per stream.
+        self._time_base: Fraction | None = None
+        self._ns_scale = (0, 1)  # (time_base.numerator * 1e9, time_base.denominator)
         self.reanchors = 0
         self.last_reanchor: Reanchor | None = None
 
     def wall_ns(self, pts: int, time_base: Fraction) -> int:
         """The UTC instant of a packet presented at `pts` (in `time_base`)."""
-        media_ns = pts * time_base * NS_PER_S
-        last = self._last_media_ns
+        if time_base is not self._time_base:
+            self._time_base = time_base
+            self._ns_scale = (time_base.numerator * NS_PER_S, time_base.denominator)
+        scale_num, scale_den = self._ns_scale
+        media = (pts * scale_num, scale_den)
+        last = self._last_media
         if last is None:
-            self._anchor(media_ns, self._clock.now_ns(), "start")
+            self._anchor(media, self._clock.now_ns(), "start")
         else:
-            step_ns = media_ns - last
-            if step_ns > self._max_jump_ns or step_ns < -self._max_reorder_ns:
+            step_num, step_den = _difference(media, last)
+            if (
+                step_num > self._max_jump_ns * step_den
+                or step_num < -self._max_reorder_ns * step_den
+            ):
                 # Without a clock to follow, continue the timeline one typical step on,
                 # so a looped or restarted source does not overlap its own past.
                 wall = (
@@ -88,22 +104,38 @@ class WallClockMapper:
                     if self._follow_clock
                     else self._last_wall_ns + max(self._last_step_ns, 1)
                 )
-                self._anchor(media_ns, wall, "jump")
-            elif step_ns > 0:
-                self._last_step_ns = round(step_ns)
-        wall_ns = self._anchor_wall_ns + round(media_ns - self._anchor_media_ns)
+                self._anchor(media, wall, "jump")
+            elif step_num > 0:
+                self._last_step_ns = _rounded(step_num, step_den)
+        wall_ns = self._anchor_wall_ns + _rounded(*_difference(media, self._anchor_media))
         if self._follow_clock:
             now_ns = self._clock.now_ns()
             if abs(wall_ns - now_ns) > self._max_drift_ns:
-                self._anchor(media_ns, now_ns, "drift")
+                self._anchor(media, now_ns, "drift")
                 wall_ns = now_ns
-        self._last_media_ns = media_ns
+        self._last_media = media
         self._last_wall_ns = wall_ns
         return wall_ns
 
-    def _anchor(self, media_ns: Fraction, wall_ns: int, reason: str) -> None:
-        self._anchor_media_ns = media_ns
+    def _anchor(self, media: _MediaTime, wall_ns: int, reason: str) -> None:
+        self._anchor_media = media
         self._anchor_wall_ns = wall_ns
         if reason != "start":
             self.reanchors += 1
-        self.last_reanchor = Reanchor(reason, round(media_ns), wall_ns)
+        self.last_reanchor = Reanchor(reason, _rounded(*media), wall_ns)
+
+
+def _difference(a: _MediaTime, b: _MediaTime) -> _MediaTime:
+    """a - b, exactly."""
+    if a[1] == b[1]:
+        return a[0] - b[0], a[1]
+    return a[0] * b[1] - b[0] * a[1], a[1] * b[1]
+
+
+def _rounded(numerator: int, denominator: int) -> int:
+    """numerator / denominator (denominator > 0) rounded half to even, as `round` does."""
+    quotient, remainder = divmod(numerator, denominator)
+    twice = 2 * remainder
+    if twice > denominator or (twice == denominator and quotient & 1):
+        quotient += 1
+    return quotient

@@ -22,10 +22,13 @@ T = TypeVar("T")
 ConfigsFuture = asyncio.Future[dict[str, CodecConfig]]
 """Where a worker reports the codec configurations of the streams it will deliver."""
 
-HANDOFF_MIN_WAKE_INTERVAL_S = 0.1
+HANDOFF_MIN_WAKE_INTERVAL_S = 0.5
 """How often at most a packet from a worker thread wakes the event loop (see `ThreadHandoff`).
-Each wake-up costs about as much CPU as demuxing the packet; rationing them cut a live 1080p
-camera's cost by a quarter (docs/benchmarks.md). Live video waits at most this much longer."""
+Each wake-up costs about 0.1 ms of CPU, more than the loop's work on the packets it takes;
+waking at most every 0.1 s cut a live 1080p camera's cost by a quarter, and every 0.5 s
+halves the event loop's share again (docs/benchmarks.md). Packets reach the loop at most
+this much later: recording does not mind, and motion triggers stay well inside the gate's
+trigger latency (2 s). A live viewer that needs less latency needs a shorter interval."""
 
 
 class WorkerFedSource(ABC):

@@ -44,6 +44,35 @@ def test_a_source_that_keeps_time_is_never_reanchored(steps: list[int]) -> None:
     assert mapper.reanchors == 0
 
 
+TIME_BASES = (TB_90K, Fraction(1, 16_000), Fraction(1_001, 30_000), Fraction(1, 2 * NS_PER_S))
+
+
+@given(
+    packets=st.lists(
+        st.tuples(st.sampled_from(TIME_BASES), st.integers(min_value=0, max_value=2 * NS_PER_S)),
+        min_size=1,
+        max_size=30,
+    )
+)
+def test_wall_times_are_the_exact_media_times_rounded_half_to_even(
+    packets: list[tuple[Fraction, int]],
+) -> None:
+    """Within the jump limits, a packet's wall time is its media time since the first packet,
+    computed exactly in any mix of time bases and rounded only at the end (ticks of 1/(2e9) s
+    make halves of a nanosecond, which round to even)."""
+    clock = ManualClock()
+    start_ns = clock.now_ns()
+    mapper = WallClockMapper(clock, follow_clock=False, max_jump_s=10.0, max_reorder_s=10.0)
+    origin_ns: Fraction | None = None
+    for time_base, ticks in packets:
+        pts = ticks % (2 * time_base.denominator // time_base.numerator + 1)  # within 0..2 s
+        media_ns = pts * time_base * NS_PER_S
+        if origin_ns is None:
+            origin_ns = media_ns
+        assert mapper.wall_ns(pts, time_base) == start_ns + round(media_ns - origin_ns)
+    assert mapper.reanchors == 0
+
+
 def test_a_stalled_source_is_reanchored_to_the_clock() -> None:
     clock = ManualClock()
     mapper = WallClockMapper(clock, max_drift_s=1.0)
