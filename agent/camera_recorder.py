@@ -50,6 +50,7 @@ class CameraRecorder:
         rng: random.Random,
     ) -> None:
         self.camera = camera
+        self.source = source
         self._context = context
         recording = camera.recording
 

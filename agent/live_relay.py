@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -93,6 +93,11 @@ class LiveRelay:
     def __init__(self, *, viewer_backlog_bytes: int = DEFAULT_VIEWER_BACKLOG_BYTES) -> None:
         self._channels: dict[tuple[str, str], _Channel] = {}
         self._viewer_backlog_bytes = viewer_backlog_bytes
+        self.on_watched: Callable[[str, bool], None] | None = None
+        """Told (device id, True) when a device gets its first viewer, False after its last."""
+
+    def _device_viewers(self, device_id: str) -> int:
+        return sum(len(c.viewers) for (d, _), c in self._channels.items() if d == device_id)
 
     def set_codec(self, device_id: str, stream: str, codec: CodecConfig) -> None:
         channel = self._channel(device_id, stream)
@@ -128,11 +133,16 @@ class LiveRelay:
             viewer.offer_codec(channel.codec)
         for packet in channel.gop:
             viewer.offer(packet)
+        first = self._device_viewers(device_id) == 0
         channel.viewers.add(viewer)
+        if first and self.on_watched is not None:
+            self.on_watched(device_id, True)
         try:
             yield viewer
         finally:
             channel.viewers.discard(viewer)
+            if self._device_viewers(device_id) == 0 and self.on_watched is not None:
+                self.on_watched(device_id, False)
 
     def _channel(self, device_id: str, stream: str) -> _Channel:
         return self._channels.setdefault((device_id, stream), _Channel())

@@ -55,6 +55,7 @@ class AgentSite:
         self.config = config
         self.events = events or EventHub()
         self.live = live or LiveRelay()
+        self.live.on_watched = self._on_live_watched
         self._clock = clock
         self._writer = writer
         rng = rng or random.Random()  # noqa: S311 - backoff jitter, not security
@@ -106,6 +107,12 @@ class AgentSite:
         self.retention = RetentionLoop(
             writer, self.events, clock=clock, interval_s=retention_interval_s
         )
+
+    def _on_live_watched(self, device_id: str, watched: bool) -> None:
+        """A camera (or its microphone) someone watches live delivers packets promptly."""
+        for camera in self.cameras:
+            if device_id in {r.device_id for r in camera.recorders.values()}:
+                camera.source.set_live_watched(watched)
 
     def stream_recorders(self) -> list[StreamRecorder]:
         recorders = [r for camera in self.cameras for r in camera.all_recorders()]

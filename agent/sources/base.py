@@ -44,3 +44,8 @@ class CameraSource(Protocol):
     async def close(self) -> None:
         """Release everything; safe to call twice and after a failed `open`."""
         ...
+
+    def set_live_watched(self, watched: bool) -> None:
+        """Someone watches this camera live (deliver packets promptly), or nobody does
+        (deliver them in batches, which costs less CPU)."""
+        ...

@@ -66,6 +66,12 @@ class ThreadHandoff(Generic[T]):
         self._closed = False
         self._ended: _End | None = None
 
+    def set_min_wake_interval(self, seconds: float) -> None:
+        """Change the rationing (e.g. while someone watches live); takes effect at once."""
+        if seconds < 0:
+            raise ValueError(f"min_wake_interval_s cannot be negative, not {seconds}")
+        self._min_wake_interval_s = seconds  # one float store: safe against a reading thread
+
     def put(self, item: T) -> bool:
         """From a worker thread: wait for room, then enqueue. False once closed."""
         with self._space:

@@ -28,7 +28,11 @@ Each wake-up costs about 0.1 ms of CPU, more than the loop's work on the packets
 waking at most every 0.1 s cut a live 1080p camera's cost by a quarter, and every 0.5 s
 halves the event loop's share again (docs/benchmarks.md). Packets reach the loop at most
 this much later: recording does not mind, and motion triggers stay well inside the gate's
-trigger latency (2 s). A live viewer that needs less latency needs a shorter interval."""
+trigger latency (2 s). While someone watches the camera live, `LIVE_WAKE_INTERVAL_S`
+applies instead."""
+
+LIVE_WAKE_INTERVAL_S = 0.02
+"""The rationing while a live viewer watches: a packet reaches the loop within 20 ms."""
 
 
 class WorkerFedSource(ABC):
@@ -39,6 +43,15 @@ class WorkerFedSource(ABC):
         self._stop_timeout_s = stop_timeout_s
         self._handoff: ThreadHandoff[MediaPacket] | None = None
         self._workers: SourceWorkers | None = None
+        self.live_watched = False
+
+    def set_live_watched(self, watched: bool) -> None:
+        self.live_watched = watched
+        if self._handoff is not None:
+            self._handoff.set_min_wake_interval(self._wake_interval_s())
+
+    def _wake_interval_s(self) -> float:
+        return LIVE_WAKE_INTERVAL_S if self.live_watched else HANDOFF_MIN_WAKE_INTERVAL_S
 
     @abstractmethod
     def describe(self) -> str:
@@ -52,7 +65,7 @@ class WorkerFedSource(ABC):
             raise RuntimeError(f"{self.describe()} is already open")
         loop = asyncio.get_running_loop()
         handoff = ThreadHandoff[MediaPacket](
-            loop, self._capacity, min_wake_interval_s=HANDOFF_MIN_WAKE_INTERVAL_S
+            loop, self._capacity, min_wake_interval_s=self._wake_interval_s()
         )
         workers = SourceWorkers(loop, name=name)
         self._handoff, self._workers = handoff, workers

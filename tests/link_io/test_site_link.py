@@ -256,6 +256,9 @@ async def test_live_keeps_flowing_while_a_transfer_runs(tmp_path: Path) -> None:
             first = await asyncio.wait_for(anext(packets), 10)
             assert first.codec is not None  # the codec comes first
             assert first.packets[0].keyframe  # then the cached GOP, from its keyframe
+            cam_a, cam_b = site.site.cameras
+            assert cam_a.source.live_watched  # watched: packets reach the loop promptly
+            assert not cam_b.source.live_watched
             transfer = asyncio.create_task(
                 client.transfer(
                     _expectation(site, "cam-b", "hq"),
@@ -271,6 +274,11 @@ async def test_live_keeps_flowing_while_a_transfer_runs(tmp_path: Path) -> None:
                 during += 1
             assert during >= 2  # live batches arrived while the transfer ran
             assert (await transfer).chunks >= 3
+        for _ in range(100):  # the site hears of the cancel a moment later
+            if not cam_a.source.live_watched:
+                break
+            await asyncio.sleep(0.05)
+        assert not cam_a.source.live_watched  # the last viewer left: batches again
 
 
 async def slow_commit(accepted: AcceptedChunk) -> None:

@@ -64,6 +64,9 @@ class ScriptedSource:
     def describe(self) -> str:
         return "scripted camera"
 
+    def set_live_watched(self, watched: bool) -> None:
+        self.live_watched = watched
+
     async def open(self) -> Mapping[str, CodecConfig]:
         self._current = self._sessions[min(self.opens, len(self._sessions) - 1)]
         self.opens += 1
