@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import os
 import uuid
 from pathlib import Path
 
+from shared.atomic_file import write_atomically
 from shared.passwords import hash_password
 
 SAMPLE_TEMPLATE = """\
@@ -123,10 +123,5 @@ def write_sample_config(
         port=port,
         password_hash=hash_password(admin_password),
     )
-    directory.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".toml.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write(text)
-    os.replace(tmp, path)
+    write_atomically(path, text.encode("utf-8"), mode=0o600)
     return path

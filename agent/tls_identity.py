@@ -15,7 +15,6 @@ from __future__ import annotations
 import datetime
 import hashlib
 import ipaddress
-import os
 import secrets
 import socket
 import ssl
@@ -29,6 +28,7 @@ from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKey
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from agent.config import AgentConfig
+from shared.atomic_file import write_atomically
 from shared.clock import NS_PER_S, Clock
 from shared.tls_pinning import format_fingerprint
 
@@ -116,7 +116,9 @@ class TlsIdentity:
             host_names=host_names,
             addresses=addresses,
         )
-        _write_atomically(cert_path, certificate.public_bytes(serialization.Encoding.PEM), 0o644)
+        write_atomically(
+            cert_path, certificate.public_bytes(serialization.Encoding.PEM), mode=0o644
+        )
         return cls(cert_path, key_path, certificate)
 
     @property
@@ -172,7 +174,7 @@ def _new_key(path: Path) -> ec.EllipticCurvePrivateKey:
         serialization.PrivateFormat.PKCS8,
         serialization.NoEncryption(),
     )
-    _write_atomically(path, pem, 0o600)
+    write_atomically(path, pem, mode=0o600)
     return key
 
 
@@ -220,14 +222,3 @@ def _self_signed(
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
         .sign(key, hashes.SHA256())
     )
-
-
-def _write_atomically(path: Path, data: bytes, mode: int) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
