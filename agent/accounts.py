@@ -18,8 +18,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from agent.config import UserAccount
-from agent.login_throttle import LoginThrottle, LoginThrottled
 from shared.clock import NS_PER_S, Clock
+from shared.login_throttle import LoginThrottle, LoginThrottled
 from shared.passwords import SCRYPT_N, SCRYPT_P, SCRYPT_R, verify_password
 
 __all__ = [

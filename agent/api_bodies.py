@@ -11,6 +11,7 @@ from typing import Any
 from agent.api_input import format_instant
 from agent.device_catalog import DeviceInfo
 from agent.site_service import SiteInfo, SiteStatus, StreamTimeline
+from agent.system_events import SystemEvent
 from shared.store.holds import Hold
 
 JsonObject = dict[str, Any]
@@ -110,4 +111,15 @@ def status_json(status: SiteStatus) -> JsonObject:
             }
             for s in status.streams
         ],
+    }
+
+
+def event_json(event: SystemEvent) -> JsonObject:
+    """One site event; `device_id` is null for events of the site itself (storage)."""
+    return {
+        "kind": str(event.kind),
+        "device_id": event.device_id or None,
+        "at": format_instant(event.at_ns),
+        "at_ns": event.at_ns,
+        "details": {"detail": event.detail} if event.detail else {},
     }

@@ -23,9 +23,10 @@ import logging
 import random
 from collections.abc import Awaitable, Callable, Mapping
 
-from agent.reconnect import BackoffPolicy, reconnect_forever
+from agent.reconnect import reconnect_forever
 from agent.sources.base import CameraSource, SourceConfigError, SourceUnavailable
 from agent.system_events import SystemEvent, SystemEventKind
+from shared.backoff import BackoffPolicy
 from shared.clock import Clock
 from shared.media import CodecConfig, MediaPacket
 

@@ -101,8 +101,9 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def _fingerprint(args: argparse.Namespace) -> int:
-    from agent.tls_identity import TlsIdentityError, site_identity  # noqa: PLC0415
+    from agent.site_tls import site_identity  # noqa: PLC0415
     from shared.clock import SystemClock  # noqa: PLC0415
+    from shared.tls_identity import TlsIdentityError  # noqa: PLC0415
 
     try:
         config = load_agent_config(args.config)

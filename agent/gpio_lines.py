@@ -46,8 +46,9 @@ from typing import Any
 from agent.config import GpioLine
 from agent.event_hub import EventHub
 from agent.input_device import InputDevice
-from agent.reconnect import BackoffPolicy, reconnect_forever
+from agent.reconnect import reconnect_forever
 from agent.system_events import SystemEvent, SystemEventKind
+from shared.backoff import BackoffPolicy
 from shared.clock import Clock
 
 _log = logging.getLogger(__name__)

@@ -14,9 +14,10 @@ from agent.config import LinkSettings, UserAccount
 from agent.event_hub import EventHub
 from agent.link_server import SiteLinkServer
 from agent.live_relay import LiveRelay
-from agent.reconnect import BackoffPolicy, reconnect_forever
+from agent.reconnect import reconnect_forever
 from agent.site_service import SiteService
 from agent.web_api import API_PREFIX, PRINCIPAL, SERVICE
+from shared.backoff import BackoffPolicy
 from shared.clock import Clock
 from shared.link.connection import LinkConnection
 from shared.link.messages import LinkRole

@@ -18,9 +18,9 @@ from agent.config import OutputConfig
 from agent.event_hub import EventHub
 from agent.gpio_lines import GpiodLoader, GpioLineFailure, GpioOutputLine, load_gpiod
 from agent.input_device import STATE_CODEC, STATE_STREAM, state_record
-from agent.reconnect import BackoffPolicy
 from agent.stream_recorder import StreamRecorder
 from agent.system_events import SystemEvent, SystemEventKind
+from shared.backoff import BackoffPolicy
 from shared.clock import Clock
 from shared.media import MediaPacket
 

@@ -32,10 +32,11 @@ from agent.link_endpoint import CentralUplink, link_route
 from agent.package_version import package_version
 from agent.site_runtime import AgentSite
 from agent.site_service import SiteService
+from agent.site_tls import site_identity
 from agent.source_factory import build_source
 from agent.sources.base import CameraSource, SourceConfigError
 from agent.store_writer import StoreWriter
-from agent.tls_identity import TlsIdentity, TlsIdentityError, site_identity
+from agent.stream_routes import stream_routes
 from agent.web_api import API_PREFIX, build_web_app
 from shared.clock import NS_PER_S, Clock, SystemClock
 from shared.signing import SigningKeyError, SiteSigner
@@ -43,20 +44,22 @@ from shared.sizes import format_size
 from shared.store.chunk_store import ChunkStore
 from shared.store.errors import StoreError
 from shared.store.retention import RetentionPolicy
+from shared.tls_identity import TlsIdentity, TlsIdentityError
 
 _log = logging.getLogger("siteline.agent")
 
 
 def retention_policy(config: AgentConfig) -> RetentionPolicy:
     """The store's retention from the configuration's quota and per-stream ages."""
-    ages: dict[tuple[str, str], int] = {}
+    site = config.site.id
+    ages: dict[tuple[str, str, str], int] = {}
     for camera in config.cameras:
         recording = camera.recording
-        ages[(camera.id, "hq")] = recording.hq.max_age_s * NS_PER_S
-        ages[(camera.id, "lq")] = recording.lq.max_age_s * NS_PER_S
-        ages[(camera.microphone_id, "audio")] = recording.audio.max_age_s * NS_PER_S
+        ages[(site, camera.id, "hq")] = recording.hq.max_age_s * NS_PER_S
+        ages[(site, camera.id, "lq")] = recording.lq.max_age_s * NS_PER_S
+        ages[(site, camera.microphone_id, "audio")] = recording.audio.max_age_s * NS_PER_S
     for device in config.inputs:
-        ages[(device.id, "state")] = device.max_age_s * NS_PER_S
+        ages[(site, device.id, "state")] = device.max_age_s * NS_PER_S
     return RetentionPolicy(
         max_bytes=config.storage.quota_bytes,
         default_max_age_ns=config.storage.max_age_s * NS_PER_S,
@@ -102,6 +105,7 @@ async def _record(config: AgentConfig, clock: Clock, status_interval_s: float) -
         hold_budget_bytes=config.storage.hold_budget_bytes,
         clock=clock,
         retention=retention_policy(config),
+        home_site_id=config.site.id,
     )
     writer = StoreWriter(store)
     service: SiteService | None = None
@@ -130,8 +134,11 @@ async def _record(config: AgentConfig, clock: Clock, status_interval_s: float) -
             software=software,
             read_timeout_s=config.link.read_timeout_s,
         )
+        streams = stream_routes(events=site.events, live=site.live, clock=clock)
         server = ApiServer(
-            build_web_app(service, Accounts(config.users, clock=clock), extra_routes=[link]),
+            build_web_app(
+                service, Accounts(config.users, clock=clock), extra_routes=[link, *streams]
+            ),
             host=config.api.bind,
             port=config.api.port,
             ssl_context=None if identity is None else identity.server_ssl_context(),

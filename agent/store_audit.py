@@ -3,7 +3,9 @@
 The check opens the store read-only, so it can run beside a recording agent. It verifies the
 storage invariants (`shared.store.check`) and then every stream's chain and signatures from
 its retention horizon to its head (`shared.chain_verification`), reading chunks in bounded
-batches with no read transaction held between them.
+batches with no read transaction held between them. It opens the store without a home site,
+so it sees every stream whatever its site; each is verified as this site's, so a stream of
+any other site (which the recorder's store never accepts) is reported, not skipped.
 """
 
 from __future__ import annotations
@@ -48,6 +50,7 @@ class StoreAudit:
 
 
 def open_store_readonly(config: AgentConfig) -> ChunkStore:
+    """The store of `config`, read-only and without a home site: calls name each stream's site."""
     return ChunkStore.open(
         config.storage.path,
         quota_bytes=config.storage.quota_bytes,
@@ -65,7 +68,10 @@ def audit_store(config: AgentConfig) -> StoreAudit:
         for summary in store.streams():
             horizon = summary.horizon
             expired = {
-                t.seq: t.chunk_hash for t in store.tombstones(summary.device_id, summary.stream)
+                t.seq: t.chunk_hash
+                for t in store.tombstones(
+                    summary.device_id, summary.stream, site_id=summary.site_id
+                )
             }
             verification = verify_stream(
                 _chunks(store, summary, -1 if horizon is None else horizon.seq),
@@ -93,6 +99,7 @@ def _chunks(store: ChunkStore, summary: StreamSummary, after_seq: int) -> Iterat
             after_seq,
             limit=_BATCH_CHUNKS,
             max_bytes=_BATCH_BYTES,
+            site_id=summary.site_id,
         )
         if not batch:
             return
@@ -117,7 +124,7 @@ def audit_command(config_path: Path, *, verbose: bool) -> int:
     for violation in store.violations:
         print(f"  STORE INVARIANT VIOLATED: {violation}")
     for stream in audit.streams:
-        _print_stream(stream, verbose=verbose)
+        _print_stream(stream, config.site.id, verbose=verbose)
     if audit.ok:
         print("OK: every storage invariant, signature and chain link holds")
         return 0
@@ -126,14 +133,14 @@ def audit_command(config_path: Path, *, verbose: bool) -> int:
     return 1
 
 
-def _print_stream(audit: StreamAudit, *, verbose: bool) -> None:
+def _print_stream(audit: StreamAudit, home_site_id: str, *, verbose: bool) -> None:
     summary, verification = audit.summary, audit.verification
     gaps = len(verification.of_kind(FindingKind.RECORDING_GAP))
     expired = len(verification.of_kind(FindingKind.EXPIRED))
     span = _span(summary.first_start_ns, summary.last_end_ns)
     state = "ok" if verification.ok else f"{len(verification.problems)} PROBLEMS"
     print(
-        f"  {summary.device_id}/{summary.stream}: {summary.chunk_count} chunks, "
+        f"  {_stream_name(summary, home_site_id)}: {summary.chunk_count} chunks, "
         f"{format_size(summary.stored_bytes)}, {span}, {gaps} recording gaps, "
         f"{expired} expired ranges: {state}"
     )
@@ -141,6 +148,12 @@ def _print_stream(audit: StreamAudit, *, verbose: bool) -> None:
     for finding in shown:
         if verbose or finding.is_problem:
             print(f"    {finding.kind}: seq {finding.seq}: {finding.message}")
+
+
+def _stream_name(summary: StreamSummary, home_site_id: str) -> str:
+    """`device/stream`, prefixed with the site when it is not this one."""
+    name = f"{summary.device_id}/{summary.stream}"
+    return name if summary.site_id == home_site_id else f"{summary.site_id}/{name}"
 
 
 def _span(first_ns: int | None, last_ns: int | None) -> str:
@@ -171,7 +184,7 @@ def status_command(config_path: Path) -> int:
     )
     for summary in streams:
         print(
-            f"  {summary.device_id}/{summary.stream}: {summary.chunk_count} chunks, "
+            f"  {_stream_name(summary, config.site.id)}: {summary.chunk_count} chunks, "
             f"{format_size(summary.stored_bytes)}, "
             f"{_span(summary.first_start_ns, summary.last_end_ns)}"
         )

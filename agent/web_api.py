@@ -11,6 +11,7 @@ WebSocket) find it too. Request bodies are small and bounded by `CLIENT_MAX_SIZE
 
 from __future__ import annotations
 
+import asyncio
 import importlib.resources
 import logging
 import re
@@ -45,7 +46,7 @@ from agent.site_service import (
     SiteService,
 )
 
-__all__ = ["ACCOUNTS", "API_PREFIX", "PRINCIPAL", "SERVICE", "build_web_app"]
+__all__ = ["ACCOUNTS", "API_PREFIX", "PRINCIPAL", "SERVICE", "STOPPING", "TOKEN", "build_web_app"]
 
 _log = logging.getLogger(__name__)
 
@@ -56,8 +57,12 @@ PRINCIPAL = web.RequestKey("principal", Principal)
 """Who the request acts for; set on every request that passed authentication."""
 SERVICE = web.AppKey("site_service", SiteService)
 ACCOUNTS = web.AppKey("accounts", Accounts)
+STOPPING = web.AppKey("stopping", asyncio.Event)
+"""Set when the server starts to shut down: endless responses (event and live streams) end
+on it instead of being cut off when the shutdown timeout runs out."""
 _OPENAPI = web.AppKey("openapi_json", bytes)
-_TOKEN = web.RequestKey("bearer_token", str)
+TOKEN = web.RequestKey("bearer_token", str)
+"""The bearer token the request came with, so long responses can tell when its session ends."""
 _HOLD_ID = re.compile(r"[0-9]{1,18}")
 _AUTH_CHALLENGE = 'Bearer realm="siteline"'
 _NO_STORE = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"}
@@ -91,6 +96,8 @@ def build_web_app(
     )
     app[SERVICE] = service
     app[ACCOUNTS] = accounts
+    app[STOPPING] = asyncio.Event()
+    app.on_shutdown.append(_announce_stopping)
     app[_OPENAPI] = importlib.resources.files("agent").joinpath("openapi.json").read_bytes()
     p = API_PREFIX
     app.add_routes(
@@ -109,6 +116,10 @@ def build_web_app(
         ]
     )
     return app
+
+
+async def _announce_stopping(app: web.Application) -> None:
+    app[STOPPING].set()
 
 
 # -- middlewares -----------------------------------------------------------------------------
@@ -166,7 +177,7 @@ async def _authenticate(request: web.Request, handler: Handler) -> web.StreamRes
             {"WWW-Authenticate": _AUTH_CHALLENGE},
         )
     request[PRINCIPAL] = principal
-    request[_TOKEN] = token
+    request[TOKEN] = token
     return await handler(request)
 
 
@@ -205,7 +216,7 @@ async def _login(request: web.Request) -> web.Response:
 
 async def _logout(request: web.Request) -> web.Response:
     _no_query(request)
-    request.app[ACCOUNTS].logout(request[_TOKEN])
+    request.app[ACCOUNTS].logout(request[TOKEN])
     return web.Response(status=204)
 
 

@@ -40,7 +40,7 @@ from agent.event_hub import EventHub
 from agent.link_endpoint import link_route
 from agent.live_relay import LiveRelay
 from agent.site_service import SiteService
-from agent.tls_identity import site_identity
+from agent.site_tls import site_identity
 from agent.web_api import build_web_app
 from shared.chunk import GENESIS_HASH, ChunkDraft, SignedChunk, seal_chunk
 from shared.clock import NS_PER_S, SystemClock
@@ -174,6 +174,7 @@ async def main(megabytes: int, rounds: int) -> int:
             quota_bytes=config.storage.quota_bytes,
             hold_budget_bytes=config.storage.hold_budget_bytes,
             clock=clock,
+            home_site_id=config.site.id,
         )
         for chunk in chunks:
             store.put(chunk)

@@ -61,7 +61,13 @@ async def record(
     media: str, store_dir: Path, *, realtime: bool, seconds: float | None
 ) -> dict[str, object]:
     clock = SystemClock()
-    store = ChunkStore.open(store_dir, quota_bytes=8 * 1024**3, hold_budget_bytes=0, clock=clock)
+    store = ChunkStore.open(
+        store_dir,
+        quota_bytes=8 * 1024**3,
+        hold_budget_bytes=0,
+        clock=clock,
+        home_site_id="bench-site",
+    )
     writer = StoreWriter(store)
     recorder = StreamRecorder(
         device_id="cam",

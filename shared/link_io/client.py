@@ -81,6 +81,22 @@ class LinkClient:
         session.client = self
         self._waiting: dict[int, asyncio.Future[dict[str, Any]]] = {}
         self._streams: dict[int, asyncio.Queue[ev.LinkEvent | SessionEnd]] = {}
+        self._ended = asyncio.Event()
+
+    @property
+    def is_open(self) -> bool:
+        return self.session.end is None
+
+    async def wait_closed(self) -> SessionEnd:
+        """Until the link ends, for whatever reason; why it ended."""
+        await self._ended.wait()
+        end = self.session.end
+        assert end is not None  # set before the session tells its listeners
+        return end
+
+    def close(self, message: str = "") -> None:
+        """End the link (a Goodbye is sent); `wait_closed` returns soon after."""
+        self.session.close(message)
 
     # -- one-shot operations ------------------------------------------------------------
 
@@ -279,6 +295,7 @@ class LinkClient:
             self._streams[request_id].put_nowait(event)
 
     def on_session_end(self, reason: SessionEnd) -> None:
+        self._ended.set()
         for future in self._waiting.values():
             if not future.done():
                 future.set_exception(LinkLost(reason))

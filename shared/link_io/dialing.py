@@ -13,16 +13,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
+from enum import StrEnum
 
 import aiohttp
 from aiohttp import web
 
 from shared.clock import Clock
 from shared.link.connection import LinkConnection
+from shared.link.errors import ErrorCode
 from shared.link.framing import DEFAULT_FRAME_LIMIT
 from shared.link.messages import LinkRole
 from shared.link_io.client import LinkClient
-from shared.link_io.session import DEFAULT_READ_TIMEOUT_S, LinkSession, SessionEnd
+from shared.link_io.session import DEFAULT_READ_TIMEOUT_S, EndReason, LinkSession, SessionEnd
 from shared.tls_pinning import pinned_fingerprint
 
 LINK_PATH = "/api/v1/link"
@@ -36,8 +38,22 @@ def pinned_ssl(fingerprint: str | None) -> aiohttp.Fingerprint | bool:
     return True if fingerprint is None else pinned_fingerprint(fingerprint)
 
 
+class DialFailure(StrEnum):
+    """Why dialling failed, for whoever decides when to try again."""
+
+    UNREACHABLE = "unreachable"  # no answer, connection refused, timeout, wrong scheme
+    REFUSED = "refused"  # the site refused the username or password
+    UNTRUSTED = "untrusted"  # the certificate is not the pinned one
+    INCOMPATIBLE = "incompatible"  # no protocol version in common
+    BROKEN = "broken"  # the site answered, but not as a Siteline site does
+
+
 class DialError(Exception):
     """The site could not be reached, refused the login, or did not speak the protocol."""
+
+    def __init__(self, message: str, kind: DialFailure = DialFailure.UNREACHABLE) -> None:
+        super().__init__(message)
+        self.kind = kind
 
 
 async def login(
@@ -57,17 +73,26 @@ async def login(
             ssl=pinned_ssl(fingerprint),
         ) as response:
             if response.status == 401:
-                raise DialError(f"{url}: wrong username or password")
+                raise DialError(f"{url}: wrong username or password", DialFailure.REFUSED)
+            if response.status == 429:
+                raise DialError(f"{url}: too many failed logins; the site asks to wait")
             if response.status != 200:
-                raise DialError(f"{url}: login answered HTTP {response.status}")
+                raise DialError(f"{url}: login answered HTTP {response.status}", DialFailure.BROKEN)
             body = await response.json()
     except aiohttp.ServerFingerprintMismatch as exc:
-        raise DialError(f"{url}: the certificate is not the pinned one ({exc})") from exc
+        raise DialError(
+            f"{url}: the certificate is not the pinned one (it has SHA-256 {_colon_hex(exc.got)})",
+            DialFailure.UNTRUSTED,
+        ) from exc
+    except aiohttp.ContentTypeError as exc:
+        raise DialError(
+            f"{url}: the answer is not JSON: not a Siteline site", DialFailure.BROKEN
+        ) from exc
     except (aiohttp.ClientError, TimeoutError) as exc:
         raise DialError(f"{url}: {exc or type(exc).__name__}") from exc
     token = body.get("token") if isinstance(body, dict) else None
     if not isinstance(token, str):
-        raise DialError(f"{url}: the login answer has no token")
+        raise DialError(f"{url}: the login answer has no token", DialFailure.BROKEN)
     return token
 
 
@@ -95,9 +120,13 @@ async def connect_to_site(
             autoping=True,
         )
     except aiohttp.WSServerHandshakeError as exc:
-        raise DialError(f"{url}: the link was refused (HTTP {exc.status})") from exc
+        kind = DialFailure.REFUSED if exc.status in (401, 403) else DialFailure.BROKEN
+        raise DialError(f"{url}: the link was refused (HTTP {exc.status})", kind) from exc
     except aiohttp.ServerFingerprintMismatch as exc:
-        raise DialError(f"{url}: the certificate is not the pinned one ({exc})") from exc
+        raise DialError(
+            f"{url}: the certificate is not the pinned one (it has SHA-256 {_colon_hex(exc.got)})",
+            DialFailure.UNTRUSTED,
+        ) from exc
     except (aiohttp.ClientError, TimeoutError) as exc:
         raise DialError(f"{url}: {exc or type(exc).__name__}") from exc
     connection = LinkConnection(role=LinkRole.CENTRAL, software=software)
@@ -150,4 +179,13 @@ async def _wait_ready(session: LinkSession, running: asyncio.Task[SessionEnd], w
         ready.cancel()
         end = session.end
         detail = f"{end.reason}: {end.detail}" if end else f"no Hello within {_READY_TIMEOUT_S} s"
-        raise DialError(f"{where}: the link did not open ({detail})")
+        kind = DialFailure.BROKEN
+        if end is not None and ErrorCode.INCOMPATIBLE.value in end.detail:
+            kind = DialFailure.INCOMPATIBLE
+        elif end is None or end.reason in (EndReason.STALLED, EndReason.CUT):
+            kind = DialFailure.UNREACHABLE
+        raise DialError(f"{where}: the link did not open ({detail})", kind)
+
+
+def _colon_hex(digest: bytes) -> str:
+    return ":".join(f"{b:02X}" for b in digest)

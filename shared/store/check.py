@@ -31,7 +31,7 @@ from shared.store.keys import (
     split_stream_key,
     stream_key,
 )
-from shared.store.streams import StreamRecord
+from shared.store.streams import StreamRecord, stream_label
 from shared.store.tables import TableTxn
 from shared.store.timeline import DEFAULT_JOIN_TOLERANCE_NS
 from shared.store.tombstones import Tombstone
@@ -54,6 +54,7 @@ class Violation:
 class CheckedStream:
     """What the check found for one stream, for combining with chain verification."""
 
+    site_id: str
     device_id: str
     stream: str
     chunk_count: int
@@ -135,6 +136,7 @@ class _Checker:
         self._check_holds()
         streams = tuple(
             CheckedStream(
+                site_id=t.record.site_id,
                 device_id=t.record.device_id,
                 stream=t.record.stream,
                 chunk_count=t.chunk_count,
@@ -181,7 +183,7 @@ class _Checker:
                 continue
             self._tallies[stream_id] = _StreamTally(record)
             named = self._raw.get(
-                name_key(record.device_id, record.stream), db=self._t.stream_names
+                name_key(record.site_id, record.device_id, record.stream), db=self._t.stream_names
             )
             if (
                 named is None
@@ -196,7 +198,8 @@ class _Checker:
                 self._violate(6, f"stream_names row {key.hex()[:16]} has a malformed id")
                 continue
             tally = self._tallies.get(decode_stream_id(value))
-            if tally is None or name_key(tally.record.device_id, tally.record.stream) != key:
+            owner = None if tally is None else tally.record
+            if owner is None or name_key(owner.site_id, owner.device_id, owner.stream) != key:
                 self._violate(
                     6,
                     f"stream_names row {key.hex()[:16]} names id {decode_stream_id(value)}, "
@@ -234,10 +237,9 @@ class _Checker:
     def _check_header_fields(
         self, where: str, record: StreamRecord, stored: StoredHeader, header: ChunkHeader
     ) -> None:
-        if (header.device_id, header.stream) != (record.device_id, record.stream):
-            self._violate(
-                1, f"{where}: header is for {header.device_id}/{header.stream}, not its stream"
-            )
+        named = (header.site_id, header.device_id, header.stream)
+        if named != (record.site_id, record.device_id, record.stream):
+            self._violate(1, f"{where}: header is for {stream_label(*named)}, not its stream")
         if header.start_ns != stored.start_ns:
             self._violate(1, f"{where}: header says start {header.start_ns}, key says otherwise")
         if (header.end_ns, header.seq, header.payload_size) != (
@@ -432,6 +434,4 @@ class _Checker:
 
     def _name(self, stream_id: int) -> str:
         tally = self._tallies.get(stream_id)
-        if tally is None:
-            return f"stream id {stream_id}"
-        return f"{tally.record.device_id}/{tally.record.stream}"
+        return f"stream id {stream_id}" if tally is None else tally.record.label

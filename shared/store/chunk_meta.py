@@ -53,11 +53,7 @@ def encode_header_value(chunk: SignedChunk) -> bytes:
 
 def decode_header_value(stream_id: int, start_ns: int, value: bytes) -> StoredHeader:
     """Split a headers-table value; `StoreFormatError` if it is too short to hold the prefix."""
-    if len(value) <= _FIXED_BYTES:
-        raise StoreFormatError(
-            f"header record of stream {stream_id} at {start_ns} is truncated ({len(value)} bytes)"
-        )
-    end_ns, seq, payload_size = _PREFIX.unpack_from(value)
+    end_ns, seq, payload_size = decode_header_prefix(stream_id, start_ns, value)
     return StoredHeader(
         stream_id=stream_id,
         start_ns=start_ns,
@@ -67,6 +63,22 @@ def decode_header_value(stream_id: int, start_ns: int, value: bytes) -> StoredHe
         signature=value[_PREFIX.size : _FIXED_BYTES],
         header_bytes=value[_FIXED_BYTES:],
     )
+
+
+def decode_header_prefix(
+    stream_id: int, start_ns: int, value: bytes | memoryview
+) -> tuple[int, int, int]:
+    """(end_ns, seq, payload_size) of a headers-table value, reading only its fixed prefix.
+
+    `value` may be a view into the map (a read transaction with buffers), so a scan copies
+    nothing; `StoreFormatError` if the value is too short to be a header record.
+    """
+    if len(value) <= _FIXED_BYTES:
+        raise StoreFormatError(
+            f"header record of stream {stream_id} at {start_ns} is truncated ({len(value)} bytes)"
+        )
+    end_ns, seq, payload_size = _PREFIX.unpack_from(value)
+    return end_ns, seq, payload_size
 
 
 @dataclass(frozen=True, slots=True)

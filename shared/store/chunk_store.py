@@ -1,7 +1,13 @@
-"""The chunk store: signed chunks of many streams in one LMDB environment.
+"""The chunk store: signed chunks of many streams, of one site or many, in one LMDB environment.
 
 Theory of operation
 -------------------
+A stream is named by (site_id, device_id, stream), taken from each chunk's signed header, so
+the central can keep every site's recordings in one store (retention by size then spans the
+whole disk, oldest first across sites) without two sites' `cam-1` colliding. A store opened
+with a home site (the agent's own) refuses other sites' chunks, and its read methods default
+to that site, so the agent names streams by (device_id, stream) alone.
+
 Every chunk is three rows keyed by its stream's numeric id and its start instant or seq:
 the header row (fixed prefix, signature, header bytes as signed), the payload row, and a
 seq index row. Headers and payloads live in separate tables so timeline scans and range
@@ -44,7 +50,7 @@ import lmdb
 from shared.chunk import SIGNATURE_BYTES, ChunkFormatError, ChunkHeader, SignedChunk
 from shared.clock import Clock
 from shared.store.check import StoreCheckReport, check_tables
-from shared.store.chunk_meta import ChunkMeta, StoredHeader, stored_bytes_of
+from shared.store.chunk_meta import ChunkMeta, stored_bytes_of
 from shared.store.environment import (
     DATA_FILE,
     DEFAULT_MAP_HEADROOM_BYTES,
@@ -67,9 +73,15 @@ from shared.store.eviction import EvictionResult, evict_oldest
 from shared.store.holds import MAX_NAME_CHARS, Hold, hold_problem
 from shared.store.keys import META_CHUNK_COUNT, META_EMERGENCY_DELETES, META_LIVE_BYTES
 from shared.store.retention import RetentionPolicy, RetentionReport
-from shared.store.streams import StreamHead, StreamRecord, StreamSummary
+from shared.store.streams import StreamHead, StreamRecord, StreamSummary, stream_label
 from shared.store.tables import TableTxn
-from shared.store.timeline import DEFAULT_JOIN_TOLERANCE_NS, Span, merge_spans, overlaps
+from shared.store.timeline import (
+    DEFAULT_JOIN_TOLERANCE_NS,
+    Span,
+    check_join_tolerance,
+    overlaps,
+)
+from shared.store.timeline_scan import scan_spans
 from shared.store.tombstones import DeletionReason, Tombstone
 from shared.store.usage import StoreUsage
 
@@ -102,6 +114,7 @@ class ChunkStore:
         clock: Clock,
         readonly: bool,
         retention: RetentionPolicy,
+        home_site_id: str | None,
     ) -> None:
         """Use `ChunkStore.open`; this only wires an already opened environment."""
         self._env = env
@@ -112,6 +125,7 @@ class ChunkStore:
         self._clock = clock
         self._readonly = readonly
         self._retention = retention
+        self._home_site_id = home_site_id
         self._write_lock = threading.Lock()
         self._draining = False  # between the high- and low-water marks on the way down
         self._closed = False
@@ -129,15 +143,22 @@ class ChunkStore:
         readonly: bool = False,
         retention: RetentionPolicy | None = None,
         map_size_bytes: int | None = None,
+        home_site_id: str | None = None,
     ) -> ChunkStore:
         """Open the store at `path`, creating it when absent (or an empty directory).
 
         The map size is `map_size_for_quota(quota_bytes)` unless `map_size_bytes` overrides
         it (tests, or a store that must fit a fixed map). `retention` defaults to a policy
-        with `max_bytes = quota_bytes` and no age limit. Raises `StoreOpenError` for a path
-        that is not a store, `StoreFormatError` for a store of an unknown format version,
-        `ValueError` for inconsistent sizes.
+        with `max_bytes = quota_bytes` and no age limit. With `home_site_id` (an agent's own
+        site) the store accepts only that site's chunks and calls that name no site read
+        that site; without it (the central, or a check) every call must name its site.
+        Raises `StoreOpenError` for a path that is not a store, `StoreFormatError` for a
+        store of another format version, `ValueError` for inconsistent sizes or a bad site.
         """
+        if home_site_id is not None and not 0 < len(home_site_id) <= MAX_NAME_CHARS:
+            raise ValueError(
+                f"home site id must be 1 to {MAX_NAME_CHARS} characters, not {home_site_id!r}"
+            )
         if quota_bytes <= 0:
             raise ValueError(f"quota must be positive, not {quota_bytes} bytes")
         if not 0 <= hold_budget_bytes <= quota_bytes:
@@ -168,6 +189,7 @@ class ChunkStore:
             clock=clock,
             readonly=readonly,
             retention=policy,
+            home_site_id=home_site_id,
         )
 
     def close(self) -> None:
@@ -195,6 +217,11 @@ class ChunkStore:
     def retention(self) -> RetentionPolicy:
         return self._retention
 
+    @property
+    def home_site_id(self) -> str | None:
+        """The one site whose chunks this store takes, or None for a store of many sites."""
+        return self._home_site_id
+
     # -- writing -------------------------------------------------------------------------
 
     def put(self, chunk: SignedChunk, *, payload_hash_checked: bool = False) -> bool:
@@ -204,15 +231,19 @@ class ChunkStore:
         just computed the header's `payload_sha256` from this very payload (the recorder
         sealing its own chunks); chunks from anywhere else are always hashed.
 
-        One synced transaction. Idempotent by (device_id, stream, seq) and chunk hash.
-        Raises `ChunkInvalid` when the payload does not match the header, `ChunkConflict`
-        when another chunk holds the seq or the start instant, or the time span overlaps a
-        stored chunk, or seq order disagrees with time order; `StoreFull` when the map or
-        disk is full and nothing unheld can be deleted; `StoreIOError` on a disk error.
-        Chain continuity is not required (chunks may arrive with gaps).
+        The stream is the header's (site_id, device_id, stream). One synced transaction.
+        Idempotent by (site_id, device_id, stream, seq) and chunk hash. Raises
+        `ChunkInvalid` when the payload does not match the header or the chunk is of a site
+        other than the store's home site, `ChunkConflict` when another chunk holds the seq
+        or the start instant, or the time span overlaps a stored chunk, or seq order
+        disagrees with time order; `StoreFull` when the map or disk is full and nothing
+        unheld can be deleted; `StoreIOError` on a disk error. Chain continuity is not
+        required (chunks may arrive with gaps).
         """
         self._require_writable()
-        header = _validated_header(chunk, hash_payload=not payload_hash_checked)
+        header = _validated_header(
+            chunk, hash_payload=not payload_hash_checked, home_site_id=self._home_site_id
+        )
         size = stored_bytes_of(chunk)
         with self._write_lock:
             for _attempt in range(FULL_RETRIES):
@@ -237,16 +268,16 @@ class ChunkStore:
         chunk_hash = chunk.chunk_hash
         with self._env.begin(write=True) as raw:
             txn = TableTxn(raw, self._tables)
-            record = txn.find_stream(header.device_id, header.stream)
+            record = txn.find_stream(header.site_id, header.device_id, header.stream)
             admission = _Admission.NEW
             if record is not None:
-                admission = _admit(txn, record, header, chunk_hash)
+                admission = _admit(txn, record, header, chunk_hash, self._home_site_id)
                 if admission is _Admission.DUPLICATE:
                     return False
             if self._guard_quota(txn, size, now_ns) and record is not None:
                 record = txn.stream_record(record.stream_id)  # its counters moved
             if record is None:
-                record = txn.create_stream(header.device_id, header.stream)
+                record = txn.create_stream(header.site_id, header.device_id, header.stream)
             if admission is _Admission.RESTORE:
                 # The same chunk came back (a re-sent or re-retrieved copy): store it again.
                 txn.delete_tombstone(record.stream_id, header.seq)
@@ -362,7 +393,7 @@ class ChunkStore:
                 records = {r.stream_id: r for r in txn.stream_records()}
                 cutoffs = {}
                 for stream_id, record in records.items():
-                    max_age_ns = policy.max_age_for(record.device_id, record.stream)
+                    max_age_ns = policy.max_age_for(record.site_id, record.device_id, record.stream)
                     if max_age_ns is not None:
                         cutoffs[stream_id] = now_ns - max_age_ns
                 by_age = evict_oldest(
@@ -417,16 +448,22 @@ class ChunkStore:
         *,
         expires_ns: int,
         owner: str,
+        site_id: str | None = None,
     ) -> Hold:
         """Protect the stream's chunks overlapping [start_ns, end_ns) until `expires_ns`.
 
-        Refused with `HoldRefused` for a bad range, owner or expiry, or when the bytes
-        stored in the range plus the bytes already held would exceed the hold budget (the
-        message says by how much). The budget is checked against what is stored now;
-        chunks recorded later inside the range are protected too.
+        The stream is `site_id`'s (default: the home site). Refused with `HoldRefused` for
+        a bad range, owner, name or expiry, or when the bytes stored in the range plus the
+        bytes already held (by every site's holds: the budget is the store's) would exceed
+        the hold budget (the message says by how much). The budget is checked against what
+        is stored now; chunks recorded later inside the range are protected too.
         """
         self._require_writable()
+        site = self._site(site_id)
+        label = _stream_name(site, device_id, stream, self._home_site_id)
         problem = hold_problem(start_ns, end_ns, owner)
+        if problem is None and not (0 < len(site) <= MAX_NAME_CHARS):
+            problem = "site_id must be 1 to 128 characters"
         if problem is None and not (0 < len(device_id) <= MAX_NAME_CHARS):
             problem = "device_id must be 1 to 128 characters"
         if problem is None and not (0 < len(stream) <= MAX_NAME_CHARS):
@@ -436,25 +473,26 @@ class ChunkStore:
             if problem is None and expires_ns <= now_ns:
                 problem = f"expiry {expires_ns} is not after now ({now_ns})"
             if problem is not None:
-                raise HoldRefused(f"hold on {device_id}/{stream} refused: {problem}")
+                raise HoldRefused(f"hold on {label} refused: {problem}")
             with self._env.begin(write=True) as raw:
                 txn = TableTxn(raw, self._tables)
                 active = [h for h in txn.holds() if h.is_active(now_ns)]
                 held = _held_chunks(txn, active)
                 already = sum(held.values())
-                record = txn.find_stream(device_id, stream)
+                record = txn.find_stream(site, device_id, stream)
                 if record is not None:
                     for header in txn.headers_overlapping(record.stream_id, start_ns, end_ns):
                         held[(header.stream_id, header.start_ns)] = header.stored_bytes
                 total = sum(held.values())
                 if total > self._hold_budget_bytes:
                     raise HoldRefused(
-                        f"hold on {device_id}/{stream} [{start_ns}, {end_ns}) refused: held "
+                        f"hold on {label} [{start_ns}, {end_ns}) refused: held "
                         f"bytes would be {total} ({already} already held), over the hold "
                         f"budget of {self._hold_budget_bytes} by {total - self._hold_budget_bytes}"
                     )
                 hold = Hold(
                     txn.next_hold_id(),
+                    site,
                     device_id,
                     stream,
                     start_ns,
@@ -473,21 +511,27 @@ class ChunkStore:
             return TableTxn(raw, self._tables).delete_hold(hold_id)
 
     def list_holds(self) -> list[Hold]:
-        """The holds that are active now (expired ones are dropped by retention)."""
+        """The holds of every site that are active now (retention drops expired ones)."""
         now_ns = self._clock.now_ns()
         with self._reading() as txn:
             return [h for h in txn.holds() if h.is_active(now_ns)]
 
     # -- reading -------------------------------------------------------------------------
+    #
+    # Every read of one stream takes `site_id` as a keyword: None means the home site, and a
+    # store without one raises `ValueError` (see `_site`).
 
-    def stream_head(self, device_id: str, stream: str) -> StreamHead | None:
+    def stream_head(
+        self, device_id: str, stream: str, *, site_id: str | None = None
+    ) -> StreamHead | None:
         """The highest seq ever stored for the stream (with hash and end), or None."""
+        site = self._site(site_id)
         with self._reading() as txn:
-            record = txn.find_stream(device_id, stream)
+            record = txn.find_stream(site, device_id, stream)
             return None if record is None else record.head
 
     def streams(self) -> list[StreamSummary]:
-        """A summary of every stream ever stored (including ones now empty)."""
+        """A summary of every stream of every site ever stored (including ones now empty)."""
         with self._reading() as txn:
             summaries = []
             for record in txn.stream_records():
@@ -495,6 +539,7 @@ class ChunkStore:
                 last = txn.last_header(record.stream_id)
                 summaries.append(
                     StreamSummary(
+                        site_id=record.site_id,
                         device_id=record.device_id,
                         stream=record.stream,
                         chunk_count=record.chunk_count,
@@ -508,18 +553,33 @@ class ChunkStore:
         return summaries
 
     def chunk_metas(
-        self, device_id: str, stream: str, start_ns: int, end_ns: int
+        self,
+        device_id: str,
+        stream: str,
+        start_ns: int,
+        end_ns: int,
+        *,
+        site_id: str | None = None,
     ) -> list[ChunkMeta]:
         """Headers and signatures (no payloads) of chunks overlapping [start_ns, end_ns)."""
-        headers = self._headers_overlapping(device_id, stream, start_ns, end_ns)
+        site = self._site(site_id)
+        _check_range(start_ns, end_ns)
+        with self._reading() as txn:
+            record = txn.find_stream(site, device_id, stream)
+            if record is None:
+                return []
+            headers = txn.headers_overlapping(record.stream_id, start_ns, end_ns)
         return [
             ChunkMeta(h.header_bytes, h.signature, _decode_header(h.header_bytes)) for h in headers
         ]
 
-    def read_chunk(self, device_id: str, stream: str, seq: int) -> SignedChunk | None:
+    def read_chunk(
+        self, device_id: str, stream: str, seq: int, *, site_id: str | None = None
+    ) -> SignedChunk | None:
         """The stored chunk with this seq, or None."""
+        site = self._site(site_id)
         with self._reading() as txn:
-            record = txn.find_stream(device_id, stream)
+            record = txn.find_stream(site, device_id, stream)
             if record is None or seq < 0:
                 return None
             start_ns = txn.start_of_seq(record.stream_id, seq)
@@ -536,16 +596,18 @@ class ChunkStore:
         end_ns: int,
         *,
         max_bytes: int | None = None,
+        site_id: str | None = None,
     ) -> list[SignedChunk]:
         """Chunks overlapping [start_ns, end_ns), in time order, with payloads.
 
         With `max_bytes`, stop before the total stored bytes would pass it (always at least
         one chunk); the caller continues from the last chunk's end.
         """
+        site = self._site(site_id)
         _check_range(start_ns, end_ns)
         parts: list[tuple[bytes, bytes, bytes]] = []
         with self._reading() as txn:
-            record = txn.find_stream(device_id, stream)
+            record = txn.find_stream(site, device_id, stream)
             if record is None:
                 return []
             total = 0
@@ -557,7 +619,14 @@ class ChunkStore:
         return [_signed_chunk(*p) for p in parts]
 
     def chunks_after_seq(
-        self, device_id: str, stream: str, after_seq: int, *, limit: int, max_bytes: int
+        self,
+        device_id: str,
+        stream: str,
+        after_seq: int,
+        *,
+        limit: int,
+        max_bytes: int,
+        site_id: str | None = None,
     ) -> list[SignedChunk]:
         """Stored chunks with seq > `after_seq`, in seq order: the resume cursor of a transfer.
 
@@ -566,11 +635,12 @@ class ChunkStore:
         larger than `max_bytes` cannot stall the cursor. Seqs that were never stored or were
         deleted are skipped (see `tombstones`). `after_seq = -1` starts at the beginning.
         """
+        site = self._site(site_id)
         if limit <= 0 or max_bytes <= 0:
             raise ValueError(f"limit ({limit}) and max_bytes ({max_bytes}) must be positive")
         parts: list[tuple[bytes, bytes, bytes]] = []
         with self._reading() as txn:
-            record = txn.find_stream(device_id, stream)
+            record = txn.find_stream(site, device_id, stream)
             if record is None:
                 return []
             total = 0
@@ -578,7 +648,8 @@ class ChunkStore:
                 header = txn.header_at(record.stream_id, start_ns)
                 if header is None:
                     raise StoreFormatError(
-                        f"{device_id}/{stream}: seq index names {start_ns}, which has no header"
+                        f"{_record_name(record, self._home_site_id)}: seq index names "
+                        f"{start_ns}, which has no header"
                     )
                 if parts and total + header.stored_bytes > max_bytes:
                     break
@@ -596,26 +667,50 @@ class ChunkStore:
         end_ns: int,
         *,
         join_tolerance_ns: int = DEFAULT_JOIN_TOLERANCE_NS,
+        site_id: str | None = None,
     ) -> list[Span]:
         """Chunks overlapping [start_ns, end_ns) merged into spans; gaps lie between spans.
 
         Spans report the chunks' own extents (not clipped to the range); see
-        `timeline.gaps_between` for the gaps as values.
+        `timeline.gaps_between` for the gaps as values. Merged while scanning, reading only
+        each chunk's fixed prefix (`timeline_scan`): memory grows with spans, not chunks.
         """
-        headers = self._headers_overlapping(device_id, stream, start_ns, end_ns)
-        return merge_spans(headers, join_tolerance_ns)
+        site = self._site(site_id)
+        _check_range(start_ns, end_ns)
+        check_join_tolerance(join_tolerance_ns)
+        with self._reading() as txn:
+            record = txn.find_stream(site, device_id, stream)
+        if record is None:
+            return []
+        # A stream id, once given, names the same stream for the life of the store (stream
+        # records are never deleted), so the scan may run in a snapshot of its own.
+        with self._reading_views() as views:
+            return scan_spans(
+                views,
+                self._tables.headers,
+                record.stream_id,
+                start_ns=start_ns,
+                end_ns=end_ns,
+                join_tolerance_ns=join_tolerance_ns,
+            )
 
-    def tombstones(self, device_id: str, stream: str) -> list[Tombstone]:
+    def tombstones(
+        self, device_id: str, stream: str, *, site_id: str | None = None
+    ) -> list[Tombstone]:
         """The stream's tombstones in seq order; the first one below the oldest stored
         chunk, if any, is the retention horizon."""
+        site = self._site(site_id)
         with self._reading() as txn:
-            record = txn.find_stream(device_id, stream)
+            record = txn.find_stream(site, device_id, stream)
             return [] if record is None else txn.tombstones(record.stream_id)
 
-    def retention_horizon(self, device_id: str, stream: str) -> Tombstone | None:
+    def retention_horizon(
+        self, device_id: str, stream: str, *, site_id: str | None = None
+    ) -> Tombstone | None:
         """The newest tombstone below the oldest stored chunk (where verification starts)."""
+        site = self._site(site_id)
         with self._reading() as txn:
-            record = txn.find_stream(device_id, stream)
+            record = txn.find_stream(site, device_id, stream)
             return None if record is None else txn.horizon(record.stream_id)
 
     def usage(self) -> StoreUsage:
@@ -659,15 +754,24 @@ class ChunkStore:
         with self._env.begin(write=False) as raw:
             yield TableTxn(raw, self._tables)
 
-    def _headers_overlapping(
-        self, device_id: str, stream: str, start_ns: int, end_ns: int
-    ) -> list[StoredHeader]:
-        _check_range(start_ns, end_ns)
-        with self._reading() as txn:
-            record = txn.find_stream(device_id, stream)
-            if record is None:
-                return []
-            return txn.headers_overlapping(record.stream_id, start_ns, end_ns)
+    @contextlib.contextmanager
+    def _reading_views(self) -> Iterator[lmdb.Transaction[memoryview]]:
+        """A short read transaction whose values are views into the map (copy nothing);
+        a view is valid only until its cursor moves."""
+        self._require_open()
+        with self._env.begin(write=False, buffers=True) as raw:
+            yield raw
+
+    def _site(self, site_id: str | None) -> str:
+        """The site a call names: `site_id`, else the home site; `ValueError` with neither."""
+        if site_id is not None:
+            return site_id
+        if self._home_site_id is None:
+            raise ValueError(
+                f"{self._path}: a site id is needed: this store was opened without a home "
+                "site, so name the stream's site with site_id="
+            )
+        return self._home_site_id
 
     def _live_bytes(self) -> int:
         with self._reading() as txn:
@@ -683,8 +787,11 @@ class ChunkStore:
             raise StoreReadOnlyError(f"{self._path}: the chunk store was opened read-only")
 
 
-def _validated_header(chunk: SignedChunk, *, hash_payload: bool) -> ChunkHeader:
-    """The chunk's header decoded from the signed bytes, with the payload checked against it."""
+def _validated_header(
+    chunk: SignedChunk, *, hash_payload: bool, home_site_id: str | None
+) -> ChunkHeader:
+    """The chunk's header decoded from the signed bytes, with the payload checked against it
+    and, in a store with a home site, the site checked against that."""
     if len(chunk.signature) != SIGNATURE_BYTES:
         raise ChunkInvalid(
             f"chunk signature is {len(chunk.signature)} bytes, not {SIGNATURE_BYTES}"
@@ -694,7 +801,13 @@ def _validated_header(chunk: SignedChunk, *, hash_payload: bool) -> ChunkHeader:
         header = ChunkHeader.decode(chunk.header_bytes)
     except ChunkFormatError as exc:
         raise ChunkInvalid(f"chunk header does not decode: {exc}") from exc
-    name = f"{header.device_id}/{header.stream} seq {header.seq}"
+    stream = _stream_name(header.site_id, header.device_id, header.stream, home_site_id)
+    name = f"{stream} seq {header.seq}"
+    if home_site_id is not None and header.site_id != home_site_id:
+        raise ChunkInvalid(
+            f"{name}: the chunk is of site {header.site_id!r}, but this store records only "
+            f"site {home_site_id!r}"
+        )
     if len(chunk.payload) != header.payload_size:
         raise ChunkInvalid(
             f"{name}: payload is {len(chunk.payload)} bytes, header says {header.payload_size}"
@@ -713,12 +826,16 @@ class _Admission(Enum):
 
 
 def _admit(
-    txn: TableTxn, record: StreamRecord, header: ChunkHeader, chunk_hash: bytes
+    txn: TableTxn,
+    record: StreamRecord,
+    header: ChunkHeader,
+    chunk_hash: bytes,
+    home_site_id: str | None,
 ) -> _Admission:
     """Whether and how a chunk may join its stream; `ChunkConflict` when it contradicts
     what the stream holds (seq, start instant, time span or seq order)."""
     stream_id = record.stream_id
-    name = f"{header.device_id}/{header.stream}"
+    name = _record_name(record, home_site_id)
     stored_start_ns = txn.start_of_seq(stream_id, header.seq)
     if stored_start_ns is not None:
         stored = txn.header_at(stream_id, stored_start_ns)
@@ -761,11 +878,23 @@ def _admit(
     return _Admission.NEW if tombstone is None else _Admission.RESTORE
 
 
+def _stream_name(site_id: str, device_id: str, stream: str, home_site_id: str | None) -> str:
+    """How the store's messages name a stream: `device/stream` in a store of that one site
+    (an agent's, whose users know no other), else `site/device/stream`."""
+    if site_id == home_site_id:
+        return f"{device_id}/{stream}"
+    return stream_label(site_id, device_id, stream)
+
+
+def _record_name(record: StreamRecord, home_site_id: str | None) -> str:
+    return _stream_name(record.site_id, record.device_id, record.stream, home_site_id)
+
+
 def _held_chunks(txn: TableTxn, active_holds: list[Hold]) -> dict[tuple[int, int], int]:
     """Stored bytes of each distinct chunk under at least one of `active_holds`."""
     held: dict[tuple[int, int], int] = {}
     for hold in active_holds:
-        record = txn.find_stream(hold.device_id, hold.stream)
+        record = txn.find_stream(hold.site_id, hold.device_id, hold.stream)
         if record is None:
             continue
         for header in txn.headers_overlapping(record.stream_id, hold.start_ns, hold.end_ns):

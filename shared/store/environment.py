@@ -25,8 +25,12 @@ from shared.store.keys import (
     encode_u64,
 )
 
-FORMAT_VERSION = 1
-"""On-disk format of the store; bump on any incompatible change to a table's encoding."""
+FORMAT_VERSION = 2
+"""On-disk format of the store; bump on any incompatible change to a table's encoding.
+
+Version 2 added the site id to every stream's identity (names, stream records, holds).
+Older stores are refused, not migrated: the product had no release before version 2.
+"""
 
 DATA_FILE = "data.mdb"
 MIB = 1 << 20
@@ -158,14 +162,25 @@ def _open_tables(env: lmdb.Environment, path: Path, *, readonly: bool, now_ns: i
     except struct.error as exc:
         raise StoreFormatError(f"{path}: unreadable format version") from exc
     if version != FORMAT_VERSION:
-        raise StoreFormatError(
-            f"{path}: chunk store format version {version}; this program reads version "
-            f"{FORMAT_VERSION}"
-        )
+        raise StoreFormatError(_version_problem(path, version))
     missing = [name.decode() for name in TABLE_NAMES if name not in named]
     if missing:
         raise StoreFormatError(f"{path}: chunk store lacks tables {', '.join(missing)}")
     return Tables(*(env.open_db(name, create=False) for name in TABLE_NAMES))
+
+
+def _version_problem(path: Path, version: int) -> str:
+    """Why a store of another format version cannot be opened, and what to do about it."""
+    found = (
+        f"{path}: chunk store format version {version}; this program reads version {FORMAT_VERSION}"
+    )
+    if version < FORMAT_VERSION:
+        return (
+            f"{found}. The store was made by an older Siteline version, and its recordings "
+            "cannot be read by this one; move the directory aside (or delete it) and start "
+            "again, and a new, empty store is created in its place"
+        )
+    return f"{found}. The store was made by a newer Siteline version; upgrade this program"
 
 
 def _create_tables(env: lmdb.Environment, txn: lmdb.Transaction[bytes], now_ns: int) -> Tables:

@@ -50,9 +50,9 @@ class OldestFirst:
         self._txn = txn
         self._records = records
         self._cutoffs = cutoffs
-        self._holds: dict[tuple[str, str], list[Hold]] = {}
+        self._holds: dict[tuple[str, str, str], list[Hold]] = {}
         for hold in active_holds:
-            self._holds.setdefault((hold.device_id, hold.stream), []).append(hold)
+            self._holds.setdefault((hold.site_id, hold.device_id, hold.stream), []).append(hold)
         self.blocked_by_holds = False
 
     def __iter__(self) -> Iterator[StoredHeader]:
@@ -83,7 +83,7 @@ class OldestFirst:
         record = self._records[stream_id]
         ends = [
             hold.end_ns
-            for hold in self._holds.get((record.device_id, record.stream), ())
+            for hold in self._holds.get((record.site_id, record.device_id, record.stream), ())
             if overlaps(hold.start_ns, hold.end_ns, header.start_ns, header.end_ns)
         ]
         return max(ends) if ends else None

@@ -1,4 +1,4 @@
-"""Holds: time ranges of a stream that retention must not delete until they expire."""
+"""Holds: time ranges of one site's stream that retention must not delete until they expire."""
 
 from __future__ import annotations
 
@@ -13,9 +13,14 @@ MAX_NAME_CHARS = 128
 
 @dataclass(frozen=True, slots=True)
 class Hold:
-    """Protects chunks of one stream overlapping [start_ns, end_ns) until `expires_ns`."""
+    """Protects chunks of one stream overlapping [start_ns, end_ns) until `expires_ns`.
+
+    The stream is named in full, site included: in a store of many sites a hold on `cam-1`
+    of one site must not protect (or count against the budget) another site's `cam-1`.
+    """
 
     hold_id: int
+    site_id: str
     device_id: str
     stream: str
     start_ns: int
@@ -31,6 +36,7 @@ class Hold:
     def encode(self) -> bytes:
         return pack_record(
             [
+                self.site_id,
                 self.device_id,
                 self.stream,
                 self.start_ns,
@@ -44,11 +50,12 @@ class Hold:
     @classmethod
     def decode(cls, hold_id: int, data: bytes) -> Hold:
         what = f"hold {hold_id}"
-        device_id, stream, start_ns, end_ns, expires_ns, owner, placed_at = unpack_record(
-            data, 7, what
+        site_id, device_id, stream, start_ns, end_ns, expires_ns, owner, placed_at = unpack_record(
+            data, 8, what
         )
         hold = cls(
             hold_id,
+            as_str(site_id, f"{what} site_id"),
             as_str(device_id, f"{what} device_id"),
             as_str(stream, f"{what} stream"),
             as_int(start_ns, f"{what} start_ns"),

@@ -54,7 +54,7 @@ def stream_key(stream_id: int, value: int) -> bytes:
     return _STREAM_AND_U64.pack(stream_id, value)
 
 
-def split_stream_key(key: bytes) -> tuple[int, int]:
+def split_stream_key(key: bytes | memoryview) -> tuple[int, int]:
     """Inverse of `stream_key`; `struct.error` when `key` has the wrong length."""
     stream_id, value = _STREAM_AND_U64.unpack(key)
     return int(stream_id), int(value)
@@ -65,15 +65,18 @@ def stream_end_key(stream_id: int) -> bytes:
     return _U32.pack(stream_id + 1)
 
 
-def name_key(device_id: str, stream: str) -> bytes:
-    """Fixed-size key of the (device_id, stream) name pair.
+def name_key(site_id: str, device_id: str, stream: str) -> bytes:
+    """Fixed-size key of the (site_id, device_id, stream) name triple.
 
     Names may be up to 128 characters each, which can exceed LMDB's 511-byte key limit once
     UTF-8 encoded; a SHA-256 of an unambiguous (length-prefixed) encoding always fits. The
     stream record holds the names themselves, so a lookup compares them after the hash.
     """
+    site = site_id.encode()
     device = device_id.encode()
     digest = hashlib.sha256()
+    digest.update(_U32.pack(len(site)))
+    digest.update(site)
     digest.update(_U32.pack(len(device)))
     digest.update(device)
     digest.update(stream.encode())

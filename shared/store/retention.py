@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-StreamName = tuple[str, str]
-"""(device_id, stream)."""
+StreamName = tuple[str, str, str]
+"""(site_id, device_id, stream)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -17,8 +17,9 @@ class RetentionPolicy:
     chunks are deleted until live bytes are at most `low_water` x `max_bytes`; the gap
     between the two marks batches deletions instead of deleting one chunk per write.
     Age: a chunk whose end is older than its stream's maximum age is deleted. The maximum
-    age of a stream is `max_age_ns[(device_id, stream)]`, else `max_age_ns_by_stream[stream]`
-    (for example every "hq" stream), else `default_max_age_ns`; None means no age limit.
+    age of a stream is `max_age_ns[(site_id, device_id, stream)]`, else
+    `max_age_ns_by_stream[stream]` (for example every "hq" stream, whatever the site), else
+    `default_max_age_ns`; None means no age limit.
     """
 
     max_bytes: int
@@ -49,9 +50,9 @@ class RetentionPolicy:
     def low_water_bytes(self) -> int:
         return int(self.max_bytes * self.low_water)
 
-    def max_age_for(self, device_id: str, stream: str) -> int | None:
+    def max_age_for(self, site_id: str, device_id: str, stream: str) -> int | None:
         """The maximum age of one stream's chunks, or None for no age limit."""
-        specific = self.max_age_ns.get((device_id, stream))
+        specific = self.max_age_ns.get((site_id, device_id, stream))
         if specific is not None:
             return specific
         return self.max_age_ns_by_stream.get(stream, self.default_max_age_ns)

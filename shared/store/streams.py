@@ -1,4 +1,8 @@
-"""The streams registry: one record per (device_id, stream) with its counters and head."""
+"""The streams registry: one record per (site_id, device_id, stream) with counters and head.
+
+The site is part of a stream's identity because one store may hold many sites (the
+central's media store), and two sites may well both name a device `cam-1`.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +18,11 @@ from shared.store.codec import (
     unpack_record,
 )
 from shared.store.tombstones import Tombstone
+
+
+def stream_label(site_id: str, device_id: str, stream: str) -> str:
+    """How messages name a stream: `site/device/stream`."""
+    return f"{site_id}/{device_id}/{stream}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,16 +43,22 @@ class StreamRecord:
     """A row of the streams table: identity, live counters and head of one stream."""
 
     stream_id: int
+    site_id: str
     device_id: str
     stream: str
     chunk_count: int
     stored_bytes: int
     head: StreamHead | None
 
+    @property
+    def label(self) -> str:
+        return stream_label(self.site_id, self.device_id, self.stream)
+
     def encode(self) -> bytes:
         head = self.head
         return pack_record(
             [
+                self.site_id,
                 self.device_id,
                 self.stream,
                 self.chunk_count,
@@ -57,8 +72,8 @@ class StreamRecord:
     @classmethod
     def decode(cls, stream_id: int, data: bytes) -> StreamRecord:
         what = f"stream record {stream_id}"
-        device_id, stream, count, stored, head_seq, head_hash, head_end = unpack_record(
-            data, 7, what
+        site_id, device_id, stream, count, stored, head_seq, head_hash, head_end = unpack_record(
+            data, 8, what
         )
         seq = as_optional_int(head_seq, f"{what} head seq")
         head = None
@@ -70,6 +85,7 @@ class StreamRecord:
             )
         return cls(
             stream_id,
+            as_str(site_id, f"{what} site_id"),
             as_str(device_id, f"{what} device_id"),
             as_str(stream, f"{what} stream"),
             as_int(count, f"{what} chunk count"),
@@ -105,6 +121,7 @@ class StreamSummary:
     the oldest stored chunk's `prev_chunk_hash` names it when their seqs are adjacent.
     """
 
+    site_id: str
     device_id: str
     stream: str
     chunk_count: int

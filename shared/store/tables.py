@@ -36,7 +36,7 @@ from shared.store.keys import (
     stream_id_key,
     stream_key,
 )
-from shared.store.streams import StreamHead, StreamRecord
+from shared.store.streams import StreamHead, StreamRecord, stream_label
 from shared.store.timeline import overlaps
 from shared.store.tombstones import DeletionReason, Tombstone
 
@@ -73,37 +73,33 @@ class TableTxn:
 
     # -- streams -------------------------------------------------------------------------
 
-    def stream_id_for(self, device_id: str, stream: str) -> int | None:
+    def stream_id_for(self, site_id: str, device_id: str, stream: str) -> int | None:
         """The numeric id of a stream, or None when nothing was ever stored for it."""
-        raw = self._txn.get(name_key(device_id, stream), db=self._t.stream_names)
+        raw = self._txn.get(name_key(site_id, device_id, stream), db=self._t.stream_names)
         if raw is None:
             return None
         try:
             return decode_stream_id(raw)
         except struct.error as exc:
             raise StoreFormatError(
-                f"stream name record of {device_id}/{stream} is malformed"
+                f"stream name record of {stream_label(site_id, device_id, stream)} is malformed"
             ) from exc
 
     def stream_record(self, stream_id: int) -> StreamRecord | None:
         raw = self._txn.get(stream_id_key(stream_id), db=self._t.streams)
         return None if raw is None else StreamRecord.decode(stream_id, raw)
 
-    def find_stream(self, device_id: str, stream: str) -> StreamRecord | None:
-        """The record of (device_id, stream), checking the names behind the hashed key."""
-        stream_id = self.stream_id_for(device_id, stream)
+    def find_stream(self, site_id: str, device_id: str, stream: str) -> StreamRecord | None:
+        """The record of (site_id, device_id, stream), checking the names behind the hash."""
+        stream_id = self.stream_id_for(site_id, device_id, stream)
         if stream_id is None:
             return None
+        label = stream_label(site_id, device_id, stream)
         record = self.stream_record(stream_id)
         if record is None:
-            raise StoreFormatError(
-                f"stream {device_id}/{stream} names id {stream_id}, which has no record"
-            )
-        if (record.device_id, record.stream) != (device_id, stream):
-            raise StoreFormatError(
-                f"stream id {stream_id} belongs to {record.device_id}/{record.stream}, "
-                f"not {device_id}/{stream}"
-            )
+            raise StoreFormatError(f"stream {label} names id {stream_id}, which has no record")
+        if (record.site_id, record.device_id, record.stream) != (site_id, device_id, stream):
+            raise StoreFormatError(f"stream id {stream_id} belongs to {record.label}, not {label}")
         return record
 
     def stream_records(self) -> list[StreamRecord]:
@@ -113,15 +109,17 @@ class TableTxn:
                 records.append(StreamRecord.decode(decode_stream_id(key), value))
         return records
 
-    def create_stream(self, device_id: str, stream: str) -> StreamRecord:
+    def create_stream(self, site_id: str, device_id: str, stream: str) -> StreamRecord:
         stream_id = self.meta_u64(META_NEXT_STREAM_ID)
         if stream_id > MAX_STREAM_ID:
             raise StoreFormatError("the store has run out of stream ids")
         self.set_meta_u64(META_NEXT_STREAM_ID, stream_id + 1)
         self._txn.put(
-            name_key(device_id, stream), stream_id_key(stream_id), db=self._t.stream_names
+            name_key(site_id, device_id, stream),
+            stream_id_key(stream_id),
+            db=self._t.stream_names,
         )
-        record = StreamRecord(stream_id, device_id, stream, 0, 0, None)
+        record = StreamRecord(stream_id, site_id, device_id, stream, 0, 0, None)
         self.put_stream_record(record)
         return record
 

@@ -58,8 +58,7 @@ class Gap:
 
 def merge_spans(chunks: Iterable[TimedChunk], join_tolerance_ns: int) -> list[Span]:
     """Spans of `chunks` (given in start order); a gap > `join_tolerance_ns` starts a new one."""
-    if join_tolerance_ns < 0:
-        raise ValueError(f"join tolerance must not be negative ({join_tolerance_ns} ns)")
+    check_join_tolerance(join_tolerance_ns)
     spans: list[Span] = []
     current: Span | None = None
     for chunk in chunks:
@@ -79,6 +78,56 @@ def merge_spans(chunks: Iterable[TimedChunk], join_tolerance_ns: int) -> list[Sp
     if current is not None:
         spans.append(current)
     return spans
+
+
+class SpanMerger:
+    """`merge_spans` fed one chunk at a time as plain numbers, for a scan that never builds a
+    chunk object: it holds the finished spans and the one still open, nothing per chunk.
+
+    For the same chunks in the same (start) order its `spans()` equal `merge_spans`'s.
+    """
+
+    def __init__(self, join_tolerance_ns: int) -> None:
+        check_join_tolerance(join_tolerance_ns)
+        self._tolerance_ns = join_tolerance_ns
+        self._done: list[Span] = []
+        # The open span, as numbers; `_count == 0` while there is none.
+        self._start_ns = self._end_ns = self._first_seq = self._last_seq = 0
+        self._count = self._payload_bytes = 0
+
+    def add(self, start_ns: int, end_ns: int, seq: int, payload_size: int) -> None:
+        """The next chunk, in start order."""
+        if self._count and start_ns - self._end_ns <= self._tolerance_ns:
+            self._end_ns = max(self._end_ns, end_ns)
+            self._last_seq = seq
+            self._count += 1
+            self._payload_bytes += payload_size
+            return
+        if self._count:
+            self._done.append(self._open_span())
+        self._start_ns, self._end_ns = start_ns, end_ns
+        self._first_seq = self._last_seq = seq
+        self._count, self._payload_bytes = 1, payload_size
+
+    def spans(self) -> list[Span]:
+        """The spans of every chunk added so far, the open one included."""
+        return [*self._done, self._open_span()] if self._count else list(self._done)
+
+    def _open_span(self) -> Span:
+        return Span(
+            self._start_ns,
+            self._end_ns,
+            self._first_seq,
+            self._last_seq,
+            self._count,
+            self._payload_bytes,
+        )
+
+
+def check_join_tolerance(join_tolerance_ns: int) -> None:
+    """`ValueError` for a negative join tolerance."""
+    if join_tolerance_ns < 0:
+        raise ValueError(f"join tolerance must not be negative ({join_tolerance_ns} ns)")
 
 
 def gaps_between(spans: Iterable[Span]) -> list[Gap]:

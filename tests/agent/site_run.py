@@ -42,6 +42,7 @@ async def record_site(
             default_max_age_ns=policy.default_max_age_ns,
             max_age_ns=policy.max_age_ns,
         ),
+        home_site_id=config.site.id,
     )
     writer = StoreWriter(store)
     site = AgentSite(
@@ -72,5 +73,6 @@ def read_stream(config: AgentConfig, device_id: str, stream: str) -> list[Signed
         hold_budget_bytes=0,
         clock=SystemClock(),
         readonly=True,
+        home_site_id=config.site.id,
     ) as store:
         return store.read_chunks(device_id, stream, 0, 2**63 - 1)

@@ -41,7 +41,11 @@ def _packet(second: int) -> MediaPacket:
 async def test_cancelled_during_a_write_then_flushed_keeps_the_chain(tmp_path: Path) -> None:
     clock = SystemClock()
     store = GatedStore.open(
-        tmp_path / "store", quota_bytes=64 << 20, hold_budget_bytes=0, clock=clock
+        tmp_path / "store",
+        quota_bytes=64 << 20,
+        hold_budget_bytes=0,
+        clock=clock,
+        home_site_id="site-0001",
     )
     store.write_allowed, store.write_started = threading.Event(), threading.Event()
     writer = StoreWriter(store)

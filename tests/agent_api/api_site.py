@@ -23,13 +23,15 @@ from agent.event_hub import EventHub
 from agent.link_endpoint import link_route
 from agent.live_relay import LiveRelay
 from agent.site_service import SiteService
-from agent.tls_identity import TlsIdentity, site_identity
+from agent.site_tls import site_identity
+from agent.stream_routes import HEARTBEAT_S, stream_routes
 from agent.web_api import build_web_app
 from shared.chunk import SignedChunk
-from shared.clock import ManualClock
+from shared.clock import ManualClock, SystemClock
 from shared.passwords import hash_password
 from shared.signing import SiteSigner
 from shared.store.chunk_store import ChunkStore
+from shared.tls_identity import TlsIdentity
 from shared.tls_pinning import pinned_fingerprint
 from tests.agent.site_config import small_camera, write_site_config
 from tests.store.store_chunks import T0_NS
@@ -90,6 +92,8 @@ class ApiSite:
     app: web.Application
     base_url: str
     client: aiohttp.ClientSession
+    events: EventHub
+    live: LiveRelay
     cameras_up: dict[str, bool] = field(default_factory=dict)
 
     def url(self, path: str) -> str:
@@ -141,8 +145,15 @@ class ApiSite:
 
 
 @asynccontextmanager
-async def running_api(directory: Path, *, api_toml: str = "") -> AsyncIterator[ApiSite]:
-    """Start the API over HTTPS on a free loopback port; stop it and close everything after."""
+async def running_api(
+    directory: Path, *, api_toml: str = "", heartbeat_s: float = HEARTBEAT_S
+) -> AsyncIterator[ApiSite]:
+    """Start the API over HTTPS on a free loopback port; stop it and close everything after.
+
+    The event hub and live relay are the ones the link and the REST streams serve; tests
+    publish into them as the recorders do. Stream heartbeats run on the real clock (the
+    manual one would make them spin).
+    """
     config = api_config(directory, api_toml=api_toml)
     clock = ManualClock(T0_NS)
     signer = await asyncio.to_thread(SiteSigner.load_or_create, config.storage.key_path)
@@ -153,6 +164,7 @@ async def running_api(directory: Path, *, api_toml: str = "") -> AsyncIterator[A
         quota_bytes=config.storage.quota_bytes,
         hold_budget_bytes=HOLD_BUDGET_BYTES,
         clock=clock,
+        home_site_id=config.site.id,
     )
     cameras_up = {"cam-a": True, "cam-b": False}
     service = SiteService(
@@ -164,13 +176,13 @@ async def running_api(directory: Path, *, api_toml: str = "") -> AsyncIterator[A
         cameras_up=lambda: cameras_up,
         version="9.9.9",
     )
-    link = link_route(
-        events=EventHub(), live=LiveRelay(), clock=clock, software="test", read_timeout_s=30.0
-    )
+    events, live = EventHub(), LiveRelay()
+    link = link_route(events=events, live=live, clock=clock, software="test", read_timeout_s=30.0)
+    streams = stream_routes(events=events, live=live, clock=SystemClock(), heartbeat_s=heartbeat_s)
     app = build_web_app(
         service,
         Accounts(config.users, clock=clock, token_ttl_s=TOKEN_TTL_S),
-        extra_routes=[link],
+        extra_routes=[link, *streams],
     )
     server = ApiServer(app, host="127.0.0.1", port=0, ssl_context=identity.server_ssl_context())
     try:
@@ -187,6 +199,8 @@ async def running_api(directory: Path, *, api_toml: str = "") -> AsyncIterator[A
                 app,
                 f"https://127.0.0.1:{port}",
                 client,
+                events,
+                live,
                 cameras_up,
             )
     finally:

@@ -5,25 +5,21 @@ cleanly."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import signal
+import io
 import socket
 import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
 from zeroconf.asyncio import AsyncServiceInfo, AsyncZeroconf
 
 from agent.discovery import SERVICE_TYPE
+from shared.chunk_records import read_chunk_records
 from shared.clock import SystemClock
 from shared.link_io.dialing import connect_to_site
 from shared.transfer_acceptance import AcceptedChunk, TransferCursor, TransferExpectation
 from tests.agent_api.api_site import api_config
-
-START_TIMEOUT_S = 30.0
-STOP_TIMEOUT_S = 30.0
-REPO = Path(__file__).resolve().parents[2]
+from tests.agent_process import REPO, START_TIMEOUT_S, running_agent
 
 
 def _free_port() -> int:
@@ -48,52 +44,6 @@ async def _siteline(*args: str) -> tuple[int, str, str]:
     return process.returncode, out.decode(), err.decode()
 
 
-@contextlib.asynccontextmanager
-async def _agent(config_file: Path) -> AsyncIterator[tuple[asyncio.subprocess.Process, list[str]]]:
-    """The running agent and the lines of its output so far; killed if the test fails."""
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "shared.command_line",
-        "agent",
-        "run",
-        "--config",
-        str(config_file),
-        "--status-interval",
-        "1",
-        cwd=REPO,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )
-    lines: list[str] = []
-
-    async def collect() -> None:
-        assert process.stdout is not None
-        async for line in process.stdout:
-            lines.append(line.decode().rstrip("\n"))
-
-    collecting = asyncio.create_task(collect())
-    try:
-        yield process, lines
-    finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
-        await collecting
-
-
-async def _until_serving(client: aiohttp.ClientSession, url: str, lines: list[str]) -> None:
-    async with asyncio.timeout(START_TIMEOUT_S):
-        while True:
-            try:
-                async with client.get(url) as reply:
-                    assert reply.status == 401
-                    return
-            except aiohttp.ClientConnectorError:
-                await asyncio.sleep(0.2)
-            assert not any("Traceback" in line for line in lines), "\n".join(lines)
-
-
 async def test_the_agent_serves_its_api_and_stops_on_sigterm(tmp_path: Path) -> None:
     port = _free_port()
     config = api_config(tmp_path, api_toml=f'bind = "127.0.0.1"\nport = {port}\nadvertise = true')
@@ -104,11 +54,11 @@ async def test_the_agent_serves_its_api_and_stops_on_sigterm(tmp_path: Path) -> 
     pin = aiohttp.Fingerprint(bytes.fromhex(fingerprint.replace(":", "")))
     connector = aiohttp.TCPConnector(ssl=pin)
     async with (
-        _agent(config.file) as (process, lines),
+        running_agent(config.file) as agent,
         aiohttp.ClientSession(connector=connector) as client,
         AsyncZeroconf(interfaces=["127.0.0.1"]) as browser,
     ):
-        await _until_serving(client, f"{base}/site", lines)
+        await agent.until_serving(client, f"{base}/site")
         async with client.post(
             f"{base}/auth/login", json={"username": "admin", "password": "admin-pw"}
         ) as reply:
@@ -154,16 +104,22 @@ async def test_the_agent_serves_its_api_and_stops_on_sigterm(tmp_path: Path) -> 
                     cursor = outcome.cursor
                     await asyncio.sleep(0.5)
             assert committed == sorted(set(committed))
+        # The same recordings over the REST API, as signed chunk records.
+        params = {"stream": "lq", "start": "2000-01-01T00:00:00Z", "end": "2100-01-01T00:00:00Z"}
+        async with client.get(
+            f"{base}/devices/cam-a/chunks", headers=headers, params=params
+        ) as reply:
+            assert reply.status == 200, await reply.text()
+            records = list(read_chunk_records(io.BytesIO(await reply.read())))
+        assert [r.header.seq for r in records][: len(committed)] == committed
         # Zeroconf on loopback carries the same fingerprint.
         info = AsyncServiceInfo(SERVICE_TYPE, f"siteline-{config.site.id}.{SERVICE_TYPE}")
         assert await info.async_request(browser.zeroconf, round(START_TIMEOUT_S * 1000))
         assert info.decoded_properties["fingerprint"] == fingerprint
         assert info.decoded_properties["port"] == str(port)
 
-        process.send_signal(signal.SIGTERM)
-        async with asyncio.timeout(STOP_TIMEOUT_S):
-            code = await process.wait()
-    output = "\n".join(lines)
+        code = await agent.stop()
+    output = agent.output
     assert code == 0, output
     assert f"site API:    https://127.0.0.1:{port}/api/v1" in output
     assert f"SHA-256 {fingerprint}" in output

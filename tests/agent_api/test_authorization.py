@@ -110,8 +110,25 @@ async def test_a_forbidden_device_answers_like_an_unknown_one(api: ApiSite) -> N
         status, data, _ = await api.call("POST", "/api/v1/holds", token=clerk, json=body)
         return status, data
 
+    async def chunks(device_id: str) -> tuple[int, object]:
+        params = {**query, "stream": "hq"}
+        path = f"/api/v1/devices/{device_id}/chunks"
+        status, data, _ = await api.call("GET", path, token=clerk, params=params)
+        return status, data
+
+    async def live(device_id: str) -> tuple[int, object]:
+        path = f"/api/v1/devices/{device_id}/live"
+        status, data, _ = await api.call("GET", path, token=clerk, params={"stream": "hq"})
+        return status, data
+
+    async def events(device_id: str) -> tuple[int, object]:
+        path = "/api/v1/events"
+        status, data, _ = await api.call("GET", path, token=clerk, params={"device": device_id})
+        return status, data
+
     assert (await timeline("cam-a"))[0] == 200
-    for probe in (timeline, hold):
+    assert (await chunks("cam-a"))[0] == 200
+    for probe in (timeline, hold, chunks, live, events):
         forbidden = await probe("cam-b")
         unknown = await probe("cam-z")
         assert forbidden[0] == unknown[0] == 404
@@ -122,7 +139,7 @@ async def test_a_forbidden_device_answers_like_an_unknown_one(api: ApiSite) -> N
 
 
 async def test_holds_are_listed_and_released_only_on_granted_devices(api: ApiSite) -> None:
-    factory = ChunkFactory(api.signer)
+    factory = ChunkFactory(api.signer, site_id=api.config.site.id)
     for device_id in ("cam-a", "cam-b"):
         await api.put(factory.run(3, device_id=device_id, stream="hq", payload_size=1024))
     expires_ns = T0_NS + 3600 * NS_PER_S

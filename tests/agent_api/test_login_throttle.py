@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from agent.login_throttle import LoginThrottle, LoginThrottled, ThrottleRule
 from shared.clock import ManualClock
+from shared.login_throttle import LoginThrottle, LoginThrottled, ThrottleRule
 
 RULE = ThrottleRule(limit=3, window_s=600.0, lockout_s=60.0)
 

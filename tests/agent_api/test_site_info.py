@@ -57,7 +57,7 @@ async def test_devices_list_kinds_streams_and_site_names(api: ApiSite) -> None:
 
 
 async def test_status_reports_storage_streams_cameras_and_uptime(api: ApiSite) -> None:
-    factory = ChunkFactory(api.signer)
+    factory = ChunkFactory(api.signer, site_id=api.config.site.id)
     await api.put(factory.run(3, device_id="cam-a", stream="lq"))
     await api.put(factory.run(2, start_ns=T0_NS + 100 * NS_PER_S, device_id="cam-b"))
     api.clock.advance(5)

@@ -13,7 +13,7 @@ CLERK = Principal("clerk", frozenset({"cam-a", "door"}))
 
 
 async def test_chunks_after_a_cursor_for_granted_devices_only(api: ApiSite) -> None:
-    factory = ChunkFactory(api.signer)
+    factory = ChunkFactory(api.signer, site_id=api.config.site.id)
     chunks = factory.run(6, device_id="cam-a", stream="lq", payload_size=1000)
     await api.put(chunks)
     await api.put(factory.run(2, device_id="cam-b", stream="lq"))

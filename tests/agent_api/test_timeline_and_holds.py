@@ -16,7 +16,7 @@ TIMELINE = "/api/v1/devices/cam-a/timeline"
 
 async def _record_cam_a(api: ApiSite) -> None:
     """hq: [T0, T0+10 s) and [T0+60 s, T0+66 s); lq: [T0, T0+4 s)."""
-    factory = ChunkFactory(api.signer)
+    factory = ChunkFactory(api.signer, site_id=api.config.site.id)
     await api.put(factory.run(5, device_id="cam-a", stream="hq"))
     await api.put(factory.run(3, start_ns=T0_NS + 60 * S, device_id="cam-a", stream="hq"))
     await api.put(factory.run(2, device_id="cam-a", stream="lq"))
@@ -165,7 +165,7 @@ async def test_holds_are_placed_listed_and_released(api: ApiSite) -> None:
 
 
 async def test_a_hold_over_the_budget_is_refused_and_nothing_is_placed(api: ApiSite) -> None:
-    factory = ChunkFactory(api.signer)
+    factory = ChunkFactory(api.signer, site_id=api.config.site.id)
     await api.put(factory.run(2, device_id="cam-a", stream="lq", payload_size=1024))
     # 20 chunks of 4 KiB: more than the 64 KiB hold budget of the test site.
     await api.put(factory.run(20, device_id="cam-a", stream="hq", payload_size=4096))

@@ -15,9 +15,10 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from agent.tls_identity import TlsIdentity, TlsIdentityError, site_identity
+from agent.site_tls import site_identity
 from shared.clock import ManualClock
 from shared.command_line import main
+from shared.tls_identity import TlsIdentity, TlsIdentityError
 from shared.tls_pinning import format_fingerprint, normalize_fingerprint, pinned_fingerprint
 from tests.agent_api.api_site import ApiSite, api_config
 

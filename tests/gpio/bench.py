@@ -89,7 +89,11 @@ async def gpio_bench(
     clock = ManualClock(START_WALL_NS)
     board = FakeGpioBoard(monotonic_ns=clock.monotonic_ns)
     store = ChunkStore.open(
-        config.storage.path, quota_bytes=64 << 20, hold_budget_bytes=0, clock=clock
+        config.storage.path,
+        quota_bytes=64 << 20,
+        hold_budget_bytes=0,
+        clock=clock,
+        home_site_id=config.site.id,
     )
     writer = StoreWriter(store)
     site = AgentSite(

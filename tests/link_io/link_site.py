@@ -20,13 +20,14 @@ from agent.config import AgentConfig
 from agent.link_endpoint import link_route
 from agent.site_runtime import AgentSite
 from agent.site_service import SiteService
+from agent.site_tls import site_identity
 from agent.source_factory import build_source
 from agent.store_writer import StoreWriter
-from agent.tls_identity import TlsIdentity, site_identity
 from agent.web_api import build_web_app
 from shared.clock import SystemClock
 from shared.signing import SiteSigner
 from shared.store.chunk_store import ChunkStore
+from shared.tls_identity import TlsIdentity
 from tests.agent_api.api_site import api_config
 
 READ_TIMEOUT_S = 3.0
@@ -71,6 +72,7 @@ async def running_link_site(directory: Path, *, api_toml: str = "") -> AsyncIter
         quota_bytes=config.storage.quota_bytes,
         hold_budget_bytes=config.storage.hold_budget_bytes,
         clock=clock,
+        home_site_id=config.site.id,
     )
     writer = StoreWriter(store)
     site = AgentSite(

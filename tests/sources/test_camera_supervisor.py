@@ -12,10 +12,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from agent.camera_supervisor import CameraSupervisor
-from agent.reconnect import BackoffPolicy
 from agent.sources.base import SourceUnavailable
 from agent.sources.rtsp import RtspCamera
 from agent.system_events import SystemEvent, SystemEventKind
+from shared.backoff import BackoffPolicy
 from shared.clock import ManualClock, SystemClock
 from shared.media import CodecConfig, MediaKind, MediaPacket
 from tests.rtsp_server import RtspServerProcess

@@ -10,7 +10,7 @@ import pytest
 from shared.clock import ManualClock
 from shared.signing import SiteSigner
 from shared.store import ChunkStore
-from tests.store.store_chunks import ChunkFactory
+from tests.store.store_chunks import SITE_ID, ChunkFactory
 
 MIB = 1 << 20
 
@@ -38,6 +38,10 @@ def store_path(tmp_path: Path) -> Path:
 @pytest.fixture
 def store(store_path: Path, clock: ManualClock) -> Iterator[ChunkStore]:
     with ChunkStore.open(
-        store_path, quota_bytes=64 * MIB, hold_budget_bytes=16 * MIB, clock=clock
+        store_path,
+        quota_bytes=64 * MIB,
+        hold_budget_bytes=16 * MIB,
+        clock=clock,
+        home_site_id=SITE_ID,
     ) as opened:
         yield opened

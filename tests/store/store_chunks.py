@@ -12,6 +12,7 @@ from shared.signing import SiteSigner
 
 H264 = CodecConfig(MediaKind.VIDEO, "h264", 1, 90_000, width=640, height=360)
 T0_NS = 1_700_000_000 * NS_PER_S  # ManualClock's default start
+SITE_ID = "site-1"  # the factory's site unless told otherwise, and the test stores' home site
 
 
 @dataclass
@@ -26,7 +27,7 @@ class ChunkFactory:
 
     signer: SiteSigner
     rng: random.Random = field(default_factory=lambda: random.Random(1234))
-    site_id: str = "site-1"
+    site_id: str = SITE_ID
     _chains: dict[tuple[str, str], _Chain] = field(default_factory=dict)
 
     def make(

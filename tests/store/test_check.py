@@ -14,11 +14,12 @@ from shared.store.chunk_meta import encode_header_value
 from shared.store.keys import META_LIVE_BYTES, encode_u64, stream_key
 from shared.store.streams import StreamRecord
 from shared.store.tombstones import DeletionReason, Tombstone
-from tests.store.store_chunks import T0_NS, ChunkFactory
+from tests.store.store_chunks import SITE_ID, T0_NS, ChunkFactory
 
 MIB = 1 << 20
 S = NS_PER_S
 STREAM_ID = 1  # the first stream a store registers
+LQ = f"{SITE_ID}/cam-1/lq"  # how check messages name that stream
 
 
 @pytest.fixture
@@ -26,7 +27,12 @@ def filled_store(store_path: Path, clock: ManualClock, factory: ChunkFactory) ->
     """A closed store: two streams, a gap, expired chunks with a horizon, and a hold."""
     policy = RetentionPolicy(max_bytes=64 * MIB, default_max_age_ns=3600 * S)
     with ChunkStore.open(
-        store_path, quota_bytes=64 * MIB, hold_budget_bytes=MIB, clock=clock, retention=policy
+        store_path,
+        quota_bytes=64 * MIB,
+        hold_budget_bytes=MIB,
+        clock=clock,
+        retention=policy,
+        home_site_id=SITE_ID,
     ) as store:
         for chunk in factory.run(10):  # cam-1/lq [T0, T0 + 20 s)
             store.put(chunk)
@@ -56,10 +62,10 @@ def test_intact_store_passes_with_a_summary(filled_store: Path) -> None:
     assert report.violations == ()
     assert report.ok
     assert (report.stream_count, report.chunk_count, report.gap_count) == (2, 9, 2)
-    by_name = {(s.device_id, s.stream): s for s in report.streams}
-    lq = by_name[("cam-1", "lq")]
+    by_name = {(s.site_id, s.device_id, s.stream): s for s in report.streams}
+    lq = by_name[(SITE_ID, "cam-1", "lq")]
     assert (lq.first_seq, lq.last_seq, lq.chunk_count) == (0, 10, 8)
-    hq = by_name[("cam-1", "hq")]
+    hq = by_name[(SITE_ID, "cam-1", "hq")]
     assert hq.horizon is not None
     assert hq.horizon.seq == 3
 
@@ -72,7 +78,7 @@ def test_missing_payload_is_reported(filled_store: Path) -> None:
     report = check_store(filled_store)
 
     assert messages(report) == [
-        f"invariant 2: cam-1/lq chunk at {T0_NS + 8 * S} (seq 4): payload is missing"
+        f"invariant 2: {LQ} chunk at {T0_NS + 8 * S} (seq 4): payload is missing"
     ]
 
 
@@ -87,7 +93,7 @@ def test_flipped_payload_byte_is_reported(filled_store: Path) -> None:
     corrupt(filled_store, flip)
 
     assert messages(check_store(filled_store)) == [
-        f"invariant 2: cam-1/lq chunk at {T0_NS + 10 * S} (seq 5): payload SHA-256 does not match"
+        f"invariant 2: {LQ} chunk at {T0_NS + 10 * S} (seq 5): payload SHA-256 does not match"
     ]
 
 
@@ -98,6 +104,7 @@ def test_altered_counters_are_reported(filled_store: Path) -> None:
         record = StreamRecord.decode(STREAM_ID, txn.get(key, db=streams) or b"")
         bumped = StreamRecord(
             record.stream_id,
+            record.site_id,
             record.device_id,
             record.stream,
             record.chunk_count + 1,
@@ -110,7 +117,7 @@ def test_altered_counters_are_reported(filled_store: Path) -> None:
     corrupt(filled_store, alter)
     found = messages(check_store(filled_store))
 
-    assert found[0] == "invariant 7: cam-1/lq: counter says 9 chunks, found 8"
+    assert found[0] == f"invariant 7: {LQ}: counter says 9 chunks, found 8"
     assert found[1].startswith("invariant 8: global live bytes is recorded as 12345, found ")
     assert len(found) == 2
 
@@ -126,9 +133,8 @@ def test_seq_index_and_tombstone_disagreements_are_reported(filled_store: Path) 
     corrupt(filled_store, break_index)
 
     assert messages(check_store(filled_store)) == [
-        f"invariant 4: cam-1/lq chunk at {T0_NS + 12 * S}: seq 6 is indexed at None, not at "
-        "its start",
-        "invariant 9: cam-1/lq seq 7 is both stored and tombstoned",
+        f"invariant 4: {LQ} chunk at {T0_NS + 12 * S}: seq 6 is indexed at None, not at its start",
+        f"invariant 9: {LQ} seq 7 is both stored and tombstoned",
     ]
 
 
@@ -151,9 +157,9 @@ def test_overlapping_chunks_and_bad_holds_are_reported(
     found = messages(check_store(filled_store))
 
     at_11, at_12 = T0_NS + 11 * S, T0_NS + 12 * S
-    assert f"invariant 5: cam-1/lq chunk at {at_11}: seq 50 overlaps seq 5 (ends {at_12})" in found
+    assert f"invariant 5: {LQ} chunk at {at_11}: seq 50 overlaps seq 5 (ends {at_12})" in found
     assert (
-        f"invariant 5: cam-1/lq chunk at {at_12}: seq 6 follows seq 50 in time but is not higher"
+        f"invariant 5: {LQ} chunk at {at_12}: seq 6 follows seq 50 in time but is not higher"
     ) in found
-    assert "invariant 7: cam-1/lq: seq 50 is stored above head 10" in found
-    assert "invariant 10: hold 99: record must be a list of 7 fields" in found
+    assert f"invariant 7: {LQ}: seq 50 is stored above head 10" in found
+    assert "invariant 10: hold 99: record must be a list of 8 fields" in found

@@ -9,7 +9,7 @@ import pytest
 from shared.clock import ManualClock
 from shared.store import ChunkStore, DeletionReason, StoreFull, check_store
 from tests.conftest import TmpfsFactory
-from tests.store.store_chunks import T0_NS, ChunkFactory
+from tests.store.store_chunks import SITE_ID, T0_NS, ChunkFactory
 
 MIB = 1 << 20
 KIB = 1 << 10
@@ -25,6 +25,7 @@ def test_tiny_map_fills_and_recording_goes_on(
         hold_budget_bytes=0,
         clock=clock,
         map_size_bytes=2 * MIB,
+        home_site_id=SITE_ID,
     ) as store:
         chunks = factory.run(200, payload_size=32 * KIB)
         for chunk in chunks:
@@ -50,6 +51,7 @@ def test_full_map_with_everything_held_raises_store_full(
         hold_budget_bytes=64 * MIB,
         clock=clock,
         map_size_bytes=2 * MIB,
+        home_site_id=SITE_ID,
     ) as store:
         hold = store.place_hold(
             "cam-1", "lq", 0, T0_NS * 2, expires_ns=T0_NS + 10**12, owner="evidence"
@@ -87,7 +89,9 @@ def test_full_disk_runs_emergency_retention(
 ) -> None:
     path = small_disk / "store"
     # The quota and map (80+ MiB) are far larger than the 8 MiB disk: the disk fills first.
-    with ChunkStore.open(path, quota_bytes=64 * MIB, hold_budget_bytes=0, clock=clock) as store:
+    with ChunkStore.open(
+        path, quota_bytes=64 * MIB, hold_budget_bytes=0, clock=clock, home_site_id=SITE_ID
+    ) as store:
         for chunk in factory.run(250, payload_size=100_000):  # 25 MB through 8 MiB
             assert store.put(chunk) is True
         usage = store.usage()

@@ -26,7 +26,7 @@ from shared.store import (
     map_size_for_quota,
 )
 from shared.store.keys import META_FORMAT_VERSION, encode_u64
-from tests.store.store_chunks import T0_NS, ChunkFactory
+from tests.store.store_chunks import SITE_ID, T0_NS, ChunkFactory
 
 MIB = 1 << 20
 S = NS_PER_S
@@ -181,7 +181,7 @@ def test_reopen_keeps_chunks_counters_and_head(
     store_path: Path, clock: ManualClock, factory: ChunkFactory
 ) -> None:
     with ChunkStore.open(
-        store_path, quota_bytes=64 * MIB, hold_budget_bytes=MIB, clock=clock
+        store_path, quota_bytes=64 * MIB, hold_budget_bytes=MIB, clock=clock, home_site_id=SITE_ID
     ) as store:
         chunks = factory.run(4) + factory.run(2, stream="hq", payload_size=20_000)
         for chunk in chunks:
@@ -189,7 +189,7 @@ def test_reopen_keeps_chunks_counters_and_head(
         before = store.streams()
 
     with ChunkStore.open(
-        store_path, quota_bytes=64 * MIB, hold_budget_bytes=MIB, clock=clock
+        store_path, quota_bytes=64 * MIB, hold_budget_bytes=MIB, clock=clock, home_site_id=SITE_ID
     ) as store:
         assert store.streams() == before
         head = store.stream_head("cam-1", "lq")
@@ -204,8 +204,8 @@ def test_reopen_keeps_chunks_counters_and_head(
         assert store.put(follow) is True
         assert store.stream_head("cam-1", "hq").seq == 1  # type: ignore[union-attr]
         assert store.stream_head("cam-1", "audio") is None
-        summary = {(s.device_id, s.stream): s for s in store.streams()}
-        lq = summary[("cam-1", "lq")]
+        summary = {(s.site_id, s.device_id, s.stream): s for s in store.streams()}
+        lq = summary[(SITE_ID, "cam-1", "lq")]
         assert (lq.chunk_count, lq.first_start_ns, lq.last_end_ns) == (5, T0_NS, T0_NS + 10 * S)
         assert lq.stored_bytes == sum(
             len(c.header_bytes) + len(c.signature) + len(c.payload) for c in [*chunks[:4], follow]
@@ -222,7 +222,7 @@ def test_readonly_store_reads_but_refuses_writes(
     with ChunkStore.open(
         store_path, quota_bytes=MIB, hold_budget_bytes=0, clock=clock, readonly=True
     ) as readonly:
-        assert readonly.read_chunk("cam-1", "lq", 0) is not None
+        assert readonly.read_chunk("cam-1", "lq", 0, site_id=SITE_ID) is not None
         with pytest.raises(StoreReadOnlyError, match="read-only"):
             readonly.put(factory.make(start_ns=T0_NS + 10 * S))
 
@@ -262,8 +262,32 @@ def test_unknown_format_version_is_refused(store_path: Path, clock: ManualClock)
         with env.begin(write=True) as txn:
             txn.put(META_FORMAT_VERSION, encode_u64(99), db=meta)
 
-    with pytest.raises(StoreFormatError, match="format version 99; this program reads version 1"):
+    with pytest.raises(
+        StoreFormatError, match=r"format version 99; this program reads version 2.*newer Siteline"
+    ):
         ChunkStore.open(store_path, quota_bytes=MIB, hold_budget_bytes=0, clock=clock)
+
+
+def test_store_of_format_version_1_is_refused_with_what_to_do(
+    store_path: Path, clock: ManualClock, factory: ChunkFactory
+) -> None:
+    # Version 1 named streams without their site. The version row is all that is read
+    # before refusing, so a fresh store with that row rewritten stands for an old one.
+    with ChunkStore.open(store_path, quota_bytes=MIB, hold_budget_bytes=0, clock=clock) as store:
+        store.put(factory.make(start_ns=T0_NS))
+    with lmdb.open(str(store_path), max_dbs=12) as env:
+        meta = env.open_db(b"meta")
+        with env.begin(write=True) as txn:
+            txn.put(META_FORMAT_VERSION, encode_u64(1), db=meta)
+
+    expected = (
+        r"format version 1; this program reads version 2\. The store was made by an older "
+        r"Siteline version.*move the directory aside"
+    )
+    with pytest.raises(StoreFormatError, match=expected):
+        ChunkStore.open(store_path, quota_bytes=MIB, hold_budget_bytes=0, clock=clock)
+    with pytest.raises(StoreFormatError, match=expected):
+        check_store(store_path)
 
 
 def test_reads_in_other_threads_while_writing(store: ChunkStore, factory: ChunkFactory) -> None:
@@ -332,7 +356,7 @@ def test_any_arrival_order_with_resends_stores_the_same_chunks(
     with tempfile.TemporaryDirectory() as work:
         path = Path(work) / "store"
         with ChunkStore.open(
-            path, quota_bytes=MIB, hold_budget_bytes=0, clock=ManualClock()
+            path, quota_bytes=MIB, hold_budget_bytes=0, clock=ManualClock(), home_site_id=SITE_ID
         ) as store:
             stored = [store.put(chunks[i]) for i in order]
             resent = [store.put(chunks[i]) for i in repeats]

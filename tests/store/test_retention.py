@@ -15,7 +15,7 @@ from shared.store import (
     RetentionPolicy,
     check_store,
 )
-from tests.store.store_chunks import T0_NS, ChunkFactory
+from tests.store.store_chunks import SITE_ID, T0_NS, ChunkFactory
 
 MIB = 1 << 20
 KIB = 1 << 10
@@ -29,6 +29,7 @@ def open_store(
     quota_bytes: int = 64 * MIB,
     hold_budget_bytes: int = 16 * MIB,
     retention: RetentionPolicy | None = None,
+    home_site_id: str | None = SITE_ID,
 ) -> ChunkStore:
     return ChunkStore.open(
         path,
@@ -36,6 +37,7 @@ def open_store(
         hold_budget_bytes=hold_budget_bytes,
         clock=clock,
         retention=retention,
+        home_site_id=home_site_id,
     )
 
 
@@ -85,7 +87,7 @@ def test_age_retention_is_per_stream_and_batched(
         max_bytes=64 * MIB,
         default_max_age_ns=3600 * S,
         max_age_ns_by_stream={"hq": 20 * S},
-        max_age_ns={("cam-2", "hq"): 3600 * S},
+        max_age_ns={(SITE_ID, "cam-2", "hq"): 3600 * S},
     )
     with open_store(store_path, clock, retention=policy) as store:
         for device in ("cam-1", "cam-2"):

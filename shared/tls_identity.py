@@ -1,7 +1,7 @@
-"""The agent's TLS identity: a self-signed certificate made at first start, pinned by clients.
+"""A server's TLS identity: a self-signed certificate made at first start, pinned by clients.
 
 Nobody signs the certificate; a client trusts it by comparing its SHA-256 fingerprint with
-the one the technician read from `siteline agent fingerprint` (or from the zeroconf record).
+the one an administrator read from `siteline agent fingerprint` (or from the zeroconf record).
 The fingerprint is printed as `openssl x509 -noout -fingerprint -sha256` prints it, so the two
 can be compared by eye. The key is written first (mode 0600), then the certificate, each
 atomically: a crash between the two leaves a key without a certificate, and the next start
@@ -27,7 +27,6 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from agent.config import AgentConfig
 from shared.atomic_file import write_atomically
 from shared.clock import NS_PER_S, Clock
 from shared.tls_pinning import format_fingerprint
@@ -48,20 +47,21 @@ def local_host_names() -> tuple[str, ...]:
     return (host, *LOOPBACK_NAMES) if host and host not in LOOPBACK_NAMES else LOOPBACK_NAMES
 
 
-def site_identity(config: AgentConfig, clock: Clock) -> TlsIdentity:
-    """The identity at the configured paths (`[api] tls_certificate`, `tls_key`), made if
-    absent, naming the site, this host, loopback and a specific bind address."""
-    api = config.api
+def server_identity(
+    certificate: Path, key: Path, *, common_name: str, bind: str, clock: Clock
+) -> TlsIdentity:
+    """The identity at these paths, made if absent, naming this host, loopback and `bind`
+    when it is a specific address (a server bound to every address gets only the names)."""
     addresses = list(LOOPBACK_ADDRESSES)
     try:
-        if not ipaddress.ip_address(api.bind).is_unspecified:
-            addresses.append(api.bind)
+        if not ipaddress.ip_address(bind).is_unspecified:
+            addresses.append(bind)
     except ValueError:
         pass  # a host name to bind to: it is not an address for the certificate
     return TlsIdentity.load_or_create(
-        api.tls_certificate,
-        api.tls_key,
-        common_name=f"Siteline site {config.site.id}",
+        certificate,
+        key,
+        common_name=common_name,
         clock=clock,
         host_names=local_host_names(),
         addresses=addresses,
