@@ -1,0 +1,231 @@
+"""The catalog interface: everything the central keeps besides media.
+
+Implementations: `SqliteCatalog` (embedded, one file); a PostgreSQL one can follow for a
+central that outgrows one machine. Callers depend on this protocol only.
+
+Conventions, for every implementation:
+
+- Calls are synchronous, short transactions, safe from any thread; async callers run them
+  in a worker thread. Each write is durable when the call returns.
+- A lookup by an id the catalog issued (`site`, `device`) raises `NotFound`; a lookup by a
+  key that arrives from outside (`site_by_remote_id`, `device_by_remote`, `user`, `token`,
+  `enrolment_token`) returns None, because there "unknown" is an ordinary answer.
+- Bad values raise `InvalidRecord` naming the field; a taken unique value or a used token
+  raises `Conflict` saying which; nothing is half-written on any error.
+- Tokens are stored by digest only (the caller hashes the bearer token).
+- Instants are UTC nanoseconds. The catalog stamps `created_ns`/`updated_ns` from its
+  clock; instants that describe an event (`at_ns`, `issued_ns`) come from the caller.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Protocol
+
+from central.catalog.records import (
+    DeviceRecord,
+    EnrolmentToken,
+    HardwareDiff,
+    LiveFeed,
+    NewDevice,
+    NewSite,
+    Notification,
+    Recording,
+    Role,
+    SiteRecord,
+    TokenRecord,
+    UserRecord,
+)
+
+DEFAULT_NOTIFICATION_LIMIT = 100
+MAX_NOTIFICATION_LIMIT = 10_000
+
+
+class Catalog(Protocol):
+    """Sites, devices, users, tokens, enrolment, notifications and settings."""
+
+    # --- sites ---------------------------------------------------------------------------
+
+    def add_site(
+        self,
+        site: NewSite,
+        password: str | None,
+        devices: Sequence[NewDevice] = (),
+        *,
+        enrolment_digest: bytes | None = None,
+    ) -> tuple[SiteRecord, list[DeviceRecord]]:
+        """Add a site with its devices in one transaction; with `enrolment_digest`, also
+        use that enrolment token for it (Conflict when used or expired, and then nothing is
+        added). `Conflict` when its remote id or its address and port are taken."""
+        ...
+
+    def site(self, site_id: str) -> SiteRecord:
+        """The site; `NotFound` if there is none."""
+        ...
+
+    def sites(self) -> list[SiteRecord]:
+        """Every site, in the order they were added."""
+        ...
+
+    def site_by_remote_id(self, remote_site_id: str) -> SiteRecord | None:
+        """The site with this identity of its own, or None."""
+        ...
+
+    def update_site(self, site_id: str, /, **changes: object) -> SiteRecord:
+        """Change fields named in `SITE_FIELDS_CHANGEABLE`; the site as it is afterwards.
+        `InvalidRecord` names an unknown field or a bad value; `Conflict` a taken one."""
+        ...
+
+    def site_password(self, site_id: str) -> str | None:
+        """The site's password in clear (decrypted), None when it has none."""
+        ...
+
+    def set_site_password(self, site_id: str, password: str | None) -> None:
+        """Replace (None: remove) the site's password, stored encrypted."""
+        ...
+
+    def remove_site(self, site_id: str) -> list[DeviceRecord]:
+        """Remove the site and its devices' rows; returns those devices, so the caller can
+        deal with their media (the catalog does not touch the media store)."""
+        ...
+
+    def mark_seen(self, site_id: str, at_ns: int) -> None:
+        """The site was in contact at `at_ns`; `last_seen_ns` never moves backwards."""
+        ...
+
+    # --- devices -------------------------------------------------------------------------
+
+    def devices(
+        self, site_id: str | None = None, *, present_only: bool = False
+    ) -> list[DeviceRecord]:
+        """Devices of one site (or of all sites, site by site), each site's in the order
+        they were first seen. `NotFound` for an unknown `site_id`."""
+        ...
+
+    def device(self, device_id: str) -> DeviceRecord:
+        """The device; `NotFound` if there is none."""
+        ...
+
+    def device_by_remote(self, site_id: str, remote_device_id: str) -> DeviceRecord | None:
+        """The device the site calls `remote_device_id`, or None."""
+        ...
+
+    def update_device(
+        self,
+        device_id: str,
+        *,
+        name: str | None = None,
+        recording: Recording | None = None,
+        live_feed: LiveFeed | None = None,
+        central_rule: Mapping[str, object] | None = None,
+    ) -> DeviceRecord:
+        """Change the central's settings of a device (None: unchanged); the new record."""
+        ...
+
+    def apply_hardware(self, site_id: str, discovered: Sequence[NewDevice]) -> HardwareDiff:
+        """Reconcile the site's devices with the list it reports now, in one transaction
+        (see `central/catalog/hardware.py` for the rules)."""
+        ...
+
+    # --- users and tokens ----------------------------------------------------------------
+
+    def add_user(self, username: str, password_hash: str, role: Role) -> UserRecord:
+        """A new enabled user; `Conflict` when the name (ignoring case) is taken."""
+        ...
+
+    def user(self, username: str) -> UserRecord | None: ...
+
+    def users(self) -> list[UserRecord]:
+        """Every user, by name."""
+        ...
+
+    def set_password(self, username: str, password_hash: str) -> None:
+        """Replace the user's hash. Sessions stay; see `revoke_user_tokens`."""
+        ...
+
+    def set_role(self, username: str, role: Role) -> None: ...
+
+    def disable_user(self, username: str) -> None:
+        """Disable the user and revoke all their tokens at once."""
+        ...
+
+    def enable_user(self, username: str) -> None: ...
+
+    def store_token(
+        self, digest: bytes, username: str, issued_ns: int, expires_ns: int
+    ) -> TokenRecord:
+        """Keep a new session's token digest; `Conflict` for a disabled user or a digest
+        already stored, `NotFound` for an unknown user."""
+        ...
+
+    def token(self, digest: bytes) -> TokenRecord | None:
+        """The session, or None when unknown, expired (by the catalog's clock), or its user
+        is disabled."""
+        ...
+
+    def revoke_token(self, digest: bytes) -> bool:
+        """End a session; False when there was none."""
+        ...
+
+    def revoke_user_tokens(self, username: str) -> int:
+        """End all sessions of a user (after a password change); how many there were."""
+        ...
+
+    def purge_expired_tokens(self, now_ns: int) -> int:
+        """Delete tokens that expired at or before `now_ns`; how many."""
+        ...
+
+    # --- enrolment -----------------------------------------------------------------------
+
+    def add_enrolment_token(self, digest: bytes, label: str, expires_ns: int) -> EnrolmentToken: ...
+
+    def enrolment_token(self, digest: bytes) -> EnrolmentToken | None: ...
+
+    def enrolment_tokens(self) -> list[EnrolmentToken]:
+        """Every enrolment token, newest first."""
+        ...
+
+    def use_enrolment_token(self, digest: bytes, site_id: str, now_ns: int) -> EnrolmentToken:
+        """Mark the token used by the site. `NotFound` for an unknown token or site;
+        `Conflict` when it was used already (single use) or has expired."""
+        ...
+
+    # --- notifications -------------------------------------------------------------------
+
+    def raise_notification(
+        self, kind: str, site_id: str | None, device_id: str | None, message: str, at_ns: int
+    ) -> Notification:
+        """Open a notification; if one of this kind is open for this site and device, that
+        one is returned unchanged (raising is idempotent). `site_id` None: the central's."""
+        ...
+
+    def clear_notification(
+        self, kind: str, site_id: str | None, device_id: str | None, at_ns: int
+    ) -> bool:
+        """Close the open notification of this kind for this site and device; False when
+        none was open."""
+        ...
+
+    def notifications(
+        self, *, open_only: bool = True, limit: int = DEFAULT_NOTIFICATION_LIMIT
+    ) -> list[Notification]:
+        """The newest notifications first, at most `limit`."""
+        ...
+
+    def purge_cleared_notifications(self, before_ns: int) -> int:
+        """Delete notifications cleared before `before_ns`; how many."""
+        ...
+
+    # --- settings ------------------------------------------------------------------------
+
+    def setting(self, key: str) -> object | None:
+        """The JSON value stored under `key`, or None."""
+        ...
+
+    def set_setting(self, key: str, value: object) -> None:
+        """Store a JSON value under `key` (None removes it)."""
+        ...
+
+    def close(self) -> None:
+        """Release the database; later calls raise `CatalogError`. Idempotent."""
+        ...

@@ -1,0 +1,1 @@
+"""Tests of the central's catalog (central.catalog) on real SQLite files."""

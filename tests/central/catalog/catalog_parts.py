@@ -1,0 +1,49 @@
+"""Builders of the records the catalog tests feed in: sites and devices as a site lists them."""
+
+from __future__ import annotations
+
+import hashlib
+
+from central.catalog import NewDevice, NewSite, StreamInfo
+from shared.media import MediaKind
+
+FINGERPRINT = "AB:" * 31 + "CD"
+"""A pinned certificate fingerprint in the form `openssl` prints."""
+
+
+def dial_out_site(
+    name: str = "Shop 12", *, address: str = "10.0.0.12", port: int = 8443
+) -> NewSite:
+    """A site the central dials over https, with its certificate pinned."""
+    return NewSite(name=name, dial="central", address=address, port=port, fingerprint=FINGERPRINT)
+
+
+def dial_in_site(name: str = "Bus 7", *, remote_site_id: str | None = "site-bus-7") -> NewSite:
+    return NewSite(name=name, dial="site", remote_site_id=remote_site_id)
+
+
+def camera(remote_id: str, name: str | None = None, *, width: int = 1920) -> NewDevice:
+    """A camera with an hq and an lq H.264 stream."""
+    return NewDevice(
+        remote_device_id=remote_id,
+        kind="camera",
+        original_name=name or f"Camera {remote_id}",
+        streams=(
+            StreamInfo("hq", MediaKind.VIDEO, "h264", width, width * 9 // 16),
+            StreamInfo("lq", MediaKind.VIDEO, "h264", 640, 360),
+        ),
+    )
+
+
+def door_input(remote_id: str = "door") -> NewDevice:
+    return NewDevice(
+        remote_device_id=remote_id,
+        kind="input",
+        original_name="Back door",
+        streams=(StreamInfo("state", MediaKind.EVENTS, "siteline-records"),),
+    )
+
+
+def digest_of(token: str) -> bytes:
+    """What the central stores for a bearer or enrolment token: its SHA-256."""
+    return hashlib.sha256(token.encode()).digest()
