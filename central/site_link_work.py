@@ -1,0 +1,128 @@
+"""What the central does with a site while its link is open: keep the device list current,
+and turn the site's health into notifications.
+
+On every new link the device list is read again (a camera added while the link was down
+shows up at once) and the site's status is reconciled with the open notifications, since
+events sent while the link was down are lost with it. Then the site's events are followed:
+a camera lost or restored, storage low or back to normal raise and clear notifications as they
+happen; the status is read again every `status_interval_s` as a safety net.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from central.catalog.catalog import Catalog
+from central.catalog.records import HardwareDiff, NewDevice, SiteRecord, StreamInfo
+from shared.clock import Clock
+from shared.link_io.client import LinkClient
+from shared.media import MediaKind
+
+_log = logging.getLogger(__name__)
+
+CAMERA_LOST = "camera_lost"
+STORAGE_LOW = "storage_low"
+_EVENT_KINDS = ("camera_lost", "camera_restored", "storage_low", "storage_ok", "storage_full")
+
+
+def discovered_devices(devices: list[dict[str, Any]]) -> list[NewDevice]:
+    """The catalog's view of a site's device list (as the link returns it)."""
+    found = []
+    for device in devices:
+        streams = tuple(
+            StreamInfo(name=s["name"], media_kind=MediaKind(s["media"]))
+            for s in device.get("streams", [])
+        )
+        found.append(
+            NewDevice(
+                remote_device_id=device["id"],
+                kind=device["kind"],
+                original_name=device["name"],
+                streams=streams,
+            )
+        )
+    return found
+
+
+def describe_diff(diff: HardwareDiff) -> str:
+    parts = [
+        f"{len(diff.added)} added",
+        f"{len(diff.removed)} removed",
+        f"{len(diff.returned)} returned",
+        f"{len(diff.changed)} changed",
+    ]
+    return ", ".join(parts)
+
+
+class SiteLinkWork:
+    """See the module docstring."""
+
+    def __init__(self, catalog: Catalog, *, clock: Clock, status_interval_s: float = 60.0) -> None:
+        self._catalog = catalog
+        self._clock = clock
+        self._status_interval_s = status_interval_s
+
+    async def serve(self, site: SiteRecord, link: LinkClient) -> None:
+        diff = self._catalog.apply_hardware(site.site_id, discovered_devices(await link.devices()))
+        _log.info("site %s: device list read (%s)", site.site_id, describe_diff(diff))
+        await self._reconcile(site, await link.status())
+        polling = asyncio.create_task(self._poll_status(site, link))
+        try:
+            async with link.events(_EVENT_KINDS) as events:
+                async for event in events:
+                    self._on_event(site, event.kind, event.device_id, event.details)
+        finally:
+            polling.cancel()
+
+    async def _poll_status(self, site: SiteRecord, link: LinkClient) -> None:
+        while True:
+            await self._clock.sleep(self._status_interval_s)
+            await self._reconcile(site, await link.status())
+
+    async def _reconcile(self, site: SiteRecord, status: Mapping[str, Any]) -> None:
+        for camera in status.get("cameras", []):
+            self._camera(site, camera["id"], up=bool(camera["up"]), detail="not giving pictures")
+        storage = status.get("storage", {})
+        disk_free = storage.get("disk_free_bytes")
+        room_needed = storage.get("free_bytes")
+        if isinstance(disk_free, int) and isinstance(room_needed, int):
+            self._storage(
+                site, low=disk_free < room_needed, detail="the disk cannot hold the quota"
+            )
+
+    def _on_event(
+        self, site: SiteRecord, kind: str, remote_device_id: str, details: Mapping[str, Any]
+    ) -> None:
+        detail = str(details.get("message") or details.get("reason") or kind)
+        if kind in ("camera_lost", "camera_restored"):
+            self._camera(site, remote_device_id, up=kind == "camera_restored", detail=detail)
+        elif kind in ("storage_low", "storage_full", "storage_ok"):
+            self._storage(site, low=kind != "storage_ok", detail=detail)
+
+    def _camera(self, site: SiteRecord, remote_device_id: str, *, up: bool, detail: str) -> None:
+        device = self._catalog.device_by_remote(site.site_id, remote_device_id)
+        if device is None:
+            return  # not granted to the central's account, or not yet listed
+        now_ns = self._clock.now_ns()
+        if up:
+            self._catalog.clear_notification(CAMERA_LOST, site.site_id, device.device_id, now_ns)
+        else:
+            self._catalog.raise_notification(
+                CAMERA_LOST,
+                site.site_id,
+                device.device_id,
+                f"camera {device.name!r} lost: {detail}",
+                now_ns,
+            )
+
+    def _storage(self, site: SiteRecord, *, low: bool, detail: str) -> None:
+        now_ns = self._clock.now_ns()
+        if low:
+            self._catalog.raise_notification(
+                STORAGE_LOW, site.site_id, None, f"site storage low: {detail}", now_ns
+            )
+        else:
+            self._catalog.clear_notification(STORAGE_LOW, site.site_id, None, now_ns)

@@ -1,0 +1,170 @@
+"""A site connector against a real site on loopback: it goes online, reads the devices into
+the catalog, follows the site's health, goes offline when the site stops, and refuses a site
+that is not the one that was added."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager
+from pathlib import Path
+
+import aiohttp
+
+from agent.system_events import SystemEvent, SystemEventKind
+from central.catalog.records import NewSite, SiteRecord
+from central.catalog.secret_box import SecretBox
+from central.catalog.sqlite_catalog import SqliteCatalog
+from central.connector_state import ConnectorPolicy, ConnectorStatus
+from central.site_connector import SITE_OFFLINE, SiteConnector
+from central.site_link_work import CAMERA_LOST, SiteLinkWork
+from shared.backoff import BackoffPolicy
+from shared.clock import SystemClock
+from shared.link_io.client import LinkClient
+from shared.link_io.dialing import connect_to_site
+from tests.agent_api.api_site import PASSWORDS
+from tests.link_io.link_site import LinkSite, running_link_site
+
+POLICY = ConnectorPolicy(
+    backoff=BackoffPolicy(initial_s=0.2, max_s=1.0), slow_retry_s=5, offline_notice_after_s=0.5
+)
+WAIT_S = 20.0
+
+
+def _dialer(
+    http: aiohttp.ClientSession, catalog: SqliteCatalog, site: LinkSite
+) -> Callable[[SiteRecord], AbstractAsyncContextManager[LinkClient]]:
+    def dial(record: SiteRecord) -> AbstractAsyncContextManager[LinkClient]:
+        return connect_to_site(
+            http,
+            f"{record.scheme}://{record.address}:{record.port}",
+            username=record.username or "",
+            password=catalog.site_password(record.site_id) or "",
+            fingerprint=record.fingerprint,
+            clock=SystemClock(),
+            software="test-central",
+            read_timeout_s=5,
+        )
+
+    return dial
+
+
+@contextlib.asynccontextmanager
+async def _connected(
+    tmp_path: Path, site: LinkSite, *, remote_site_id: str | None = None
+) -> AsyncIterator[tuple[SqliteCatalog, SiteConnector, str]]:
+    clock = SystemClock()
+    catalog = SqliteCatalog.open(
+        tmp_path / "central" / "catalog.sqlite",
+        clock=clock,
+        secret_box=SecretBox.load_or_create(tmp_path / "secret.key"),
+    )
+    record, _ = catalog.add_site(
+        NewSite(
+            name="Shop",
+            dial="central",
+            address="127.0.0.1",
+            port=site.port,
+            scheme="https",
+            username="clerk",
+            fingerprint=site.identity.fingerprint.replace(":", "").lower(),
+            remote_site_id=remote_site_id,
+        ),
+        PASSWORDS["clerk"],
+    )
+    async with aiohttp.ClientSession() as http:
+        connector = SiteConnector(
+            record.site_id,
+            catalog=catalog,
+            dialer=_dialer(http, catalog, site),
+            work=SiteLinkWork(catalog, clock=clock, status_interval_s=60),
+            clock=clock,
+            policy=POLICY,
+            rng=random.Random(1),
+        )
+        running = asyncio.create_task(connector.run())
+        try:
+            yield catalog, connector, record.site_id
+        finally:
+            running.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await running
+            catalog.close()
+
+
+async def _until(condition: Callable[[], bool]) -> None:
+    """Poll: the catalog and the connector's view have no change signal to wait on."""
+    async with asyncio.timeout(WAIT_S):
+        while not condition():  # noqa: ASYNC110
+            await asyncio.sleep(0.05)
+
+
+def _open(catalog: SqliteCatalog, kind: str) -> list[str | None]:
+    return [n.device_id for n in catalog.notifications(open_only=True) if n.kind == kind]
+
+
+async def test_online_it_reads_the_devices_and_follows_the_site_health(tmp_path: Path) -> None:
+    async with (
+        running_link_site(tmp_path / "site") as site,
+        _connected(tmp_path, site) as (catalog, connector, site_id),
+    ):
+        await _until(lambda: connector.view.status is ConnectorStatus.ONLINE)
+        record = catalog.site(site_id)
+        assert record.remote_site_id == site.config.site.id
+        assert record.public_key == site.signer.public_key
+        await _until(lambda: len(catalog.devices(site_id)) == 2)
+        devices = {d.remote_device_id: d for d in catalog.devices(site_id)}
+        assert set(devices) == {"cam-a", "door"}  # what the clerk account may see
+        assert devices["cam-a"].original_name == devices["cam-a"].name
+        cam_a = devices["cam-a"].device_id
+        # Events sent before the connector's subscription reaches the site are not seen
+        # (the status read on each new link covers those), so send until one is.
+        async with asyncio.timeout(WAIT_S):
+            while _open(catalog, CAMERA_LOST) != [cam_a]:
+                lost = SystemEvent(SystemEventKind.CAMERA_LOST, "cam-a", site.clock.now_ns())
+                site.site.events.publish(lost)
+                await asyncio.sleep(0.2)
+        now = site.clock.now_ns()
+        site.site.events.publish(SystemEvent(SystemEventKind.CAMERA_RESTORED, "cam-a", now))
+        await _until(lambda: _open(catalog, CAMERA_LOST) == [])
+
+
+async def test_a_site_that_went_away_is_offline_and_notified(tmp_path: Path) -> None:
+    async with _connected_until_site_stops(tmp_path) as (catalog, connector, site_id):
+        await _until(lambda: connector.view.status is ConnectorStatus.OFFLINE)
+        await _until(
+            lambda: any(
+                n.kind == SITE_OFFLINE and n.site_id == site_id
+                for n in catalog.notifications(open_only=True)
+            )
+        )
+        assert connector.view.problem is not None
+
+
+@contextlib.asynccontextmanager
+async def _connected_until_site_stops(
+    tmp_path: Path,
+) -> AsyncIterator[tuple[SqliteCatalog, SiteConnector, str]]:
+    site_cm = running_link_site(tmp_path / "site")
+    site = await site_cm.__aenter__()
+    stopped = False
+    try:
+        async with _connected(tmp_path, site) as (catalog, connector, site_id):
+            await _until(lambda: connector.view.status is ConnectorStatus.ONLINE)
+            await site_cm.__aexit__(None, None, None)
+            stopped = True
+            yield catalog, connector, site_id
+    finally:
+        if not stopped:
+            await site_cm.__aexit__(None, None, None)
+
+
+async def test_a_different_site_at_the_address_is_untrusted(tmp_path: Path) -> None:
+    async with (
+        running_link_site(tmp_path / "site") as site,
+        _connected(tmp_path, site, remote_site_id="someone-else-entirely") as (_, connector, _s),
+    ):
+        await _until(lambda: connector.view.status is ConnectorStatus.UNAUTHORISED)
+        assert "someone-else-entirely" in (connector.view.problem or "")
