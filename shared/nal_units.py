@@ -119,3 +119,63 @@ class BitReader:
         """A signed Exp-Golomb code, se(v)."""
         code = self.ue()
         return (code + 1) // 2 if code % 2 else -(code // 2)
+
+
+def configuration_units(extradata: bytes, codec: str) -> tuple[bytes, ...]:
+    """The NAL units of a codec configuration: Annex B, or an avcC/hvcC record."""
+    if not extradata:
+        return ()
+    if is_annexb(extradata):
+        return tuple(annexb_units(extradata))
+    if codec == "hevc":
+        return _hvcc_units(extradata)
+    return _avcc_units(extradata)
+
+
+def _avcc_units(record: bytes) -> tuple[bytes, ...]:
+    # AVCDecoderConfigurationRecord (ISO/IEC 14496-15 5.3.3.1): 5 bytes, the SPS count (low 5
+    # bits) and 16-bit-length-prefixed SPSs, the PPS count and PPSs; extensions follow.
+    if len(record) < 7 or record[0] != 1:
+        raise BitstreamError("avcC record does not start with configuration version 1")
+    reader = _RecordReader(record, 5)
+    units = [reader.unit() for _ in range(reader.byte() & 0x1F)]
+    units += [reader.unit() for _ in range(reader.byte())]
+    return tuple(units)
+
+
+def _hvcc_units(record: bytes) -> tuple[bytes, ...]:
+    # HEVCDecoderConfigurationRecord (ISO/IEC 14496-15 8.3.3.1): 22 bytes, an array count,
+    # then per array a type byte, a 16-bit unit count and 16-bit-length-prefixed units.
+    if len(record) < 23 or record[0] != 1:
+        raise BitstreamError("hvcC record does not start with configuration version 1")
+    reader = _RecordReader(record, 22)
+    units: list[bytes] = []
+    for _ in range(reader.byte()):
+        reader.byte()  # array_completeness, reserved, NAL_unit_type
+        units += [reader.unit() for _ in range(reader.u16())]
+    return tuple(units)
+
+
+class _RecordReader:
+    """Bounds-checked big-endian reads over a configuration record."""
+
+    def __init__(self, data: bytes, offset: int) -> None:
+        self._data = data
+        self._offset = offset
+
+    def take(self, size: int) -> bytes:
+        end = self._offset + size
+        if end > len(self._data):
+            raise BitstreamError("codec configuration record is truncated")
+        piece = self._data[self._offset : end]
+        self._offset = end
+        return piece
+
+    def byte(self) -> int:
+        return self.take(1)[0]
+
+    def u16(self) -> int:
+        return int.from_bytes(self.take(2), "big")
+
+    def unit(self) -> bytes:
+        return self.take(self.u16())

@@ -12,6 +12,17 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+from shared.nal_units import BitstreamError, configuration_units
+
+__all__ = [
+    "BitstreamError",
+    "extradata_to_annexb",
+    "is_annexb",
+    "iter_nal_units",
+    "nal_type",
+    "parameter_sets",
+]
+
 START_CODE = b"\x00\x00\x00\x01"
 
 H264_SPS = 7
@@ -20,10 +31,6 @@ H264_IDR = 5
 HEVC_VPS = 32
 HEVC_SPS = 33
 HEVC_PPS = 34
-
-
-class BitstreamError(ValueError):
-    """Codec extradata or a packet that does not parse."""
 
 
 def iter_nal_units(data: bytes) -> Iterator[bytes]:
@@ -69,59 +76,6 @@ def is_annexb(extradata: bytes) -> bool:
 
 def extradata_to_annexb(extradata: bytes, codec: str) -> bytes:
     """Convert avcC (H.264) or hvcC (H.265) extradata to Annex B; pass Annex B through."""
-    if not extradata or is_annexb(extradata):
+    if not extradata or is_annexb(extradata) or codec not in ("h264", "hevc"):
         return extradata
-    if codec == "h264":
-        return _avcc_to_annexb(extradata)
-    if codec == "hevc":
-        return _hvcc_to_annexb(extradata)
-    return extradata
-
-
-def _avcc_to_annexb(record: bytes) -> bytes:
-    # AVCDecoderConfigurationRecord (ISO/IEC 14496-15 5.3.3.1): 5 header bytes, then the
-    # SPS count (low 5 bits) and 16-bit-length-prefixed SPSs, then the PPS count and PPSs.
-    if len(record) < 7 or record[0] != 1:
-        raise BitstreamError("avcC extradata does not start with configuration version 1")
-    reader = _Reader(record, 5)
-    units: list[bytes] = []
-    for count_mask in (0x1F, 0xFF):
-        for _ in range(reader.byte() & count_mask):
-            units.append(reader.take(reader.u16()))
-    return b"".join(START_CODE + unit for unit in units)
-
-
-def _hvcc_to_annexb(record: bytes) -> bytes:
-    # HEVCDecoderConfigurationRecord (ISO/IEC 14496-15 8.3.3.1): 22 header bytes, an array
-    # count, then per array a type byte, a 16-bit NAL count and length-prefixed NALs.
-    if len(record) < 23 or record[0] != 1:
-        raise BitstreamError("hvcC extradata does not start with configuration version 1")
-    reader = _Reader(record, 22)
-    units: list[bytes] = []
-    for _ in range(reader.byte()):
-        reader.byte()  # array_completeness, reserved, NAL_unit_type
-        for _ in range(reader.u16()):
-            units.append(reader.take(reader.u16()))
-    return b"".join(START_CODE + unit for unit in units)
-
-
-class _Reader:
-    """Bounds-checked big-endian reads over a configuration record."""
-
-    def __init__(self, data: bytes, offset: int) -> None:
-        self._data = data
-        self._offset = offset
-
-    def take(self, size: int) -> bytes:
-        end = self._offset + size
-        if end > len(self._data):
-            raise BitstreamError("codec configuration record is truncated")
-        chunk = self._data[self._offset : end]
-        self._offset = end
-        return chunk
-
-    def byte(self) -> int:
-        return self.take(1)[0]
-
-    def u16(self) -> int:
-        return int.from_bytes(self.take(2), "big")
+    return b"".join(START_CODE + unit for unit in configuration_units(extradata, codec))

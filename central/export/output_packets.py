@@ -27,7 +27,6 @@ from fractions import Fraction
 
 from central.export.parameter_sets import (
     annexb,
-    config_units,
     has_all_parameter_sets,
     parameter_sets_in,
     with_parameter_sets,
@@ -36,7 +35,7 @@ from central.export.quality_plan import PlanSegment
 from shared.chunk import ChunkHeader, SignedChunk
 from shared.clock import NS_PER_S
 from shared.media import CodecConfig
-from shared.nal_units import annexb_units
+from shared.nal_units import annexb_units, configuration_units
 
 OUTPUT_TIME_BASE = Fraction(1, 90_000)
 _TICKS_PER_NS = Fraction(OUTPUT_TIME_BASE.denominator, OUTPUT_TIME_BASE.numerator * NS_PER_S)
@@ -142,7 +141,7 @@ def _with_parameter_sets(packet: OutputPacket, *, config_change: bool) -> Output
     codec = packet.codec.codec
     if has_all_parameter_sets(packet.units, codec):
         return replace(packet, config_change=config_change)
-    parameter_sets = parameter_sets_in(config_units(packet.codec.extradata, codec), codec)
+    parameter_sets = parameter_sets_in(configuration_units(packet.codec.extradata, codec), codec)
     if not parameter_sets:  # nothing to add; at a configuration change the writer refuses it
         return replace(packet, config_change=config_change)
     units = with_parameter_sets(packet.units, parameter_sets, codec)

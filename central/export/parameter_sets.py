@@ -14,7 +14,6 @@ from collections.abc import Sequence
 
 from shared.nal_units import (
     BitstreamError,
-    annexb_units,
     h264_unit_type,
     hevc_unit_type,
     is_annexb,
@@ -45,17 +44,6 @@ def has_all_parameter_sets(units: Sequence[bytes], codec: str) -> bool:
     return all(kind in present for kind in _PARAMETER_SET_TYPES[codec])
 
 
-def config_units(extradata: bytes, codec: str) -> tuple[bytes, ...]:
-    """The NAL units of a codec configuration: Annex B, or an avcC/hvcC record."""
-    if not extradata:
-        return ()
-    if is_annexb(extradata):
-        return tuple(annexb_units(extradata))
-    if codec == "hevc":
-        return _hvcc_units(extradata)
-    return _avcc_units(extradata)
-
-
 def record_length_size(extradata: bytes, codec: str) -> int | None:
     """The NAL length size an avcC/hvcC record declares for the samples; None for Annex B
     (or no) configuration, whose samples carry start codes."""
@@ -78,52 +66,3 @@ def with_parameter_sets(
 def annexb(units: Sequence[bytes]) -> bytes:
     """Units joined with four-byte start codes."""
     return b"".join(_START_CODE + unit for unit in units)
-
-
-def _avcc_units(record: bytes) -> tuple[bytes, ...]:
-    # AVCDecoderConfigurationRecord (ISO/IEC 14496-15 5.3.3.1): 5 bytes, the SPS count (low 5
-    # bits) and 16-bit-length-prefixed SPSs, the PPS count and PPSs; extensions follow.
-    if len(record) < 7 or record[0] != 1:
-        raise BitstreamError("avcC record does not start with configuration version 1")
-    reader = _RecordReader(record, 5)
-    units = [reader.unit() for _ in range(reader.byte() & 0x1F)]
-    units += [reader.unit() for _ in range(reader.byte())]
-    return tuple(units)
-
-
-def _hvcc_units(record: bytes) -> tuple[bytes, ...]:
-    # HEVCDecoderConfigurationRecord (ISO/IEC 14496-15 8.3.3.1): 22 bytes, an array count,
-    # then per array a type byte, a 16-bit unit count and 16-bit-length-prefixed units.
-    if len(record) < 23 or record[0] != 1:
-        raise BitstreamError("hvcC record does not start with configuration version 1")
-    reader = _RecordReader(record, 22)
-    units: list[bytes] = []
-    for _ in range(reader.byte()):
-        reader.byte()  # array_completeness, reserved, NAL_unit_type
-        units += [reader.unit() for _ in range(reader.u16())]
-    return tuple(units)
-
-
-class _RecordReader:
-    """Bounds-checked big-endian reads over a configuration record."""
-
-    def __init__(self, data: bytes, offset: int) -> None:
-        self._data = data
-        self._offset = offset
-
-    def take(self, size: int) -> bytes:
-        end = self._offset + size
-        if end > len(self._data):
-            raise BitstreamError("codec configuration record is truncated")
-        piece = self._data[self._offset : end]
-        self._offset = end
-        return piece
-
-    def byte(self) -> int:
-        return self.take(1)[0]
-
-    def u16(self) -> int:
-        return int.from_bytes(self.take(2), "big")
-
-    def unit(self) -> bytes:
-        return self.take(self.u16())

@@ -61,7 +61,6 @@ from central.export.evidence import (
 from central.export.output_packets import OUTPUT_TIME_BASE, OutputPacket, output_packets
 from central.export.parameter_sets import (
     SUPPORTED_CODECS,
-    config_units,
     parameter_sets_in,
     record_length_size,
 )
@@ -69,7 +68,12 @@ from central.export.quality_plan import PlanGap, PlanSegment, decode_order_prefi
 from shared.chain_verification import ChainLink, FindingKind, RawChunk, verify_stream
 from shared.chunk import ChunkHeader, SignedChunk, chunk_hash_of
 from shared.clock import NS_PER_S
-from shared.nal_units import BitstreamError, annexb_units, length_prefixed_units
+from shared.nal_units import (
+    BitstreamError,
+    annexb_units,
+    configuration_units,
+    length_prefixed_units,
+)
 from shared.signing import verify_signature
 
 MAX_DETAILED_MISMATCHES = 5
@@ -530,7 +534,7 @@ class _Verification:
         extradata = bytes(stream.codec_context.extradata or b"")
         try:
             length_size = record_length_size(extradata, codec)
-            container_sets = parameter_sets_in(config_units(extradata, codec), codec)
+            container_sets = parameter_sets_in(configuration_units(extradata, codec), codec)
         except BitstreamError as exc:
             self.problem(CheckKind.MEDIA, f"the track's codec configuration is malformed: {exc}")
             return
@@ -696,7 +700,7 @@ class _Comparison:
 
     def new_configuration(self, index: int, record: bytes, expected: OutputPacket) -> None:
         try:
-            parameter_sets = parameter_sets_in(config_units(record, self.codec), self.codec)
+            parameter_sets = parameter_sets_in(configuration_units(record, self.codec), self.codec)
         except BitstreamError as exc:
             self._mismatch(f"the codec configuration at packet {index} is malformed: {exc}")
             return
