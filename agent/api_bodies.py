@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from agent.api_input import format_instant
 from agent.device_catalog import DeviceInfo
 from agent.site_service import SiteInfo, SiteStatus, StreamTimeline
 from agent.system_events import SystemEvent
+from shared.api_input import format_instant
 from shared.store.holds import Hold
 
 JsonObject = dict[str, Any]

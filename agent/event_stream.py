@@ -17,8 +17,8 @@ from dataclasses import dataclass
 
 from agent.accounts import Principal
 from agent.api_bodies import event_json
-from agent.api_input import MAX_LIST_ITEMS, MAX_STRING_CHARS, BadRequest
 from agent.system_events import SystemEvent, SystemEventKind
+from shared.api_input import MAX_LIST_ITEMS, MAX_STRING_CHARS, BadRequest
 
 RECONNECT_MS = 3000  # what an EventSource waits before reconnecting
 STREAM_OPENING = f"retry: {RECONNECT_MS}\n: open\n\n".encode()

@@ -14,7 +14,6 @@ from pathlib import Path
 from zeroconf.asyncio import AsyncZeroconf
 
 from agent.accounts import Accounts
-from agent.api_server import ApiServer, ApiServerError
 from agent.config import (
     AgentConfig,
     CameraConfig,
@@ -38,6 +37,7 @@ from agent.sources.base import CameraSource, SourceConfigError
 from agent.store_writer import StoreWriter
 from agent.stream_routes import stream_routes
 from agent.web_api import API_PREFIX, build_web_app
+from shared.api_server import ApiServer, ApiServerError
 from shared.clock import NS_PER_S, Clock, SystemClock
 from shared.signing import SigningKeyError, SiteSigner
 from shared.sizes import format_size
@@ -306,7 +306,7 @@ def _print_banner(
             f"  certificate: {identity.cert_path} (self-signed), SHA-256 {identity.fingerprint}"
         )
     else:
-        lines.append("  certificate: none; the API is plain HTTP ([api] scheme = \"http\")")
+        lines.append('  certificate: none; the API is plain HTTP ([api] scheme = "http")')
     lines.append(
         "  zeroconf:    advertised as _siteline._tcp"
         if advertised

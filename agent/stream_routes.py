@@ -30,11 +30,6 @@ from typing import Any, TypeVar
 import msgpack
 from aiohttp import web
 
-from agent.api_input import (
-    BadRequest,
-    parse_instant,
-    query_values,
-)
 from agent.device_catalog import DeviceInfo, StreamInfo
 from agent.event_hub import EventHub, Subscription
 from agent.event_stream import (
@@ -51,6 +46,11 @@ from agent.live_relay import LiveRelay, LiveViewer
 from agent.site_service import MAX_TIMELINE_NS
 from agent.system_events import SystemEvent
 from agent.web_api import ACCOUNTS, API_PREFIX, PRINCIPAL, SERVICE, STOPPING, TOKEN, ApiError
+from shared.api_input import (
+    BadRequest,
+    parse_instant,
+    query_values,
+)
 from shared.chunk_records import MEDIA_TYPE as CHUNKS_MEDIA_TYPE
 from shared.chunk_records import encode_chunk_record
 from shared.clock import NS_PER_S, Clock

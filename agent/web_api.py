@@ -28,7 +28,14 @@ from agent.api_bodies import (
     status_json,
     timeline_json,
 )
-from agent.api_input import (
+from agent.site_service import (
+    DeviceNotFound,
+    HoldNotFound,
+    HoldRefused,
+    InvalidInput,
+    SiteService,
+)
+from shared.api_input import (
     BadRequest,
     format_instant,
     json_object,
@@ -37,13 +44,6 @@ from agent.api_input import (
     parse_instant,
     query_values,
     required_string,
-)
-from agent.site_service import (
-    DeviceNotFound,
-    HoldNotFound,
-    HoldRefused,
-    InvalidInput,
-    SiteService,
 )
 
 __all__ = ["ACCOUNTS", "API_PREFIX", "PRINCIPAL", "SERVICE", "STOPPING", "TOKEN", "build_web_app"]

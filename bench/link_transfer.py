@@ -34,7 +34,6 @@ import aiohttp
 from aiohttp import web
 
 from agent.accounts import Accounts
-from agent.api_server import ApiServer
 from agent.config import load_agent_config
 from agent.event_hub import EventHub
 from agent.link_endpoint import link_route
@@ -42,6 +41,7 @@ from agent.live_relay import LiveRelay
 from agent.site_service import SiteService
 from agent.site_tls import site_identity
 from agent.web_api import build_web_app
+from shared.api_server import ApiServer
 from shared.chunk import GENESIS_HASH, ChunkDraft, SignedChunk, seal_chunk
 from shared.clock import NS_PER_S, SystemClock
 from shared.link_io.dialing import connect_to_site, pinned_ssl

@@ -17,7 +17,6 @@ import aiohttp
 from aiohttp import web
 
 from agent.accounts import Accounts
-from agent.api_server import ApiServer
 from agent.config import AgentConfig, load_agent_config
 from agent.event_hub import EventHub
 from agent.link_endpoint import link_route
@@ -26,6 +25,7 @@ from agent.site_service import SiteService
 from agent.site_tls import site_identity
 from agent.stream_routes import HEARTBEAT_S, stream_routes
 from agent.web_api import build_web_app
+from shared.api_server import ApiServer
 from shared.chunk import SignedChunk
 from shared.clock import ManualClock, SystemClock
 from shared.passwords import hash_password

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from agent.api_input import format_instant
+from shared.api_input import format_instant
 from shared.clock import NS_PER_S
 from tests.agent_api.api_site import TOKEN_TTL_S, ApiSite
 

@@ -16,9 +16,9 @@ import aiohttp
 import av
 import pytest
 
-from agent.api_input import format_instant
 from agent.event_stream import event_id
 from agent.system_events import SystemEvent, SystemEventKind
+from shared.api_input import format_instant
 from shared.chunk import SignedChunk
 from shared.chunk_records import MEDIA_TYPE, ChunkRecordReader, read_chunk_records
 from shared.clock import NS_PER_S

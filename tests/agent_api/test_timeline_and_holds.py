@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from agent.api_input import format_instant
+from shared.api_input import format_instant
 from shared.clock import NS_PER_S
 from tests.agent_api.api_site import ApiSite
 from tests.store.store_chunks import T0_NS, ChunkFactory

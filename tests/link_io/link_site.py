@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from agent.accounts import Accounts
-from agent.api_server import ApiServer
 from agent.config import AgentConfig
 from agent.link_endpoint import link_route
 from agent.site_runtime import AgentSite
@@ -24,6 +23,7 @@ from agent.site_tls import site_identity
 from agent.source_factory import build_source
 from agent.store_writer import StoreWriter
 from agent.web_api import build_web_app
+from shared.api_server import ApiServer
 from shared.clock import SystemClock
 from shared.signing import SiteSigner
 from shared.store.chunk_store import ChunkStore

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from agent.api_input import BadRequest, format_instant, parse_instant
+from shared.api_input import BadRequest, format_instant, parse_instant
 from shared.clock import NS_PER_S
 
 NOON_NS = 1_714_564_800 * NS_PER_S  # 2024-05-01T12:00:00Z
