@@ -12,6 +12,7 @@ from importlib import metadata
 # the central's code and the other way round.
 _COMMAND_GROUPS = {
     "agent": ("agent.cli", "the site agent: record cameras into the edge store"),
+    "central": ("central.cli", "the central aggregator: sites, live, recordings, API"),
     "verify": ("central.verify_command", "check an export: exit 0 only if authentic and complete"),
 }
 

@@ -89,7 +89,7 @@ async def login(
             f"{url}: the answer is not JSON: not a Siteline site", DialFailure.BROKEN
         ) from exc
     except (aiohttp.ClientError, TimeoutError) as exc:
-        raise DialError(f"{url}: {exc or type(exc).__name__}") from exc
+        raise DialError(f"{url}: {describe_client_error(exc)}") from exc
     token = body.get("token") if isinstance(body, dict) else None
     if not isinstance(token, str):
         raise DialError(f"{url}: the login answer has no token", DialFailure.BROKEN)
@@ -128,7 +128,7 @@ async def connect_to_site(
             DialFailure.UNTRUSTED,
         ) from exc
     except (aiohttp.ClientError, TimeoutError) as exc:
-        raise DialError(f"{url}: {exc or type(exc).__name__}") from exc
+        raise DialError(f"{url}: {describe_client_error(exc)}") from exc
     connection = LinkConnection(role=LinkRole.CENTRAL, software=software)
     session = LinkSession(connection, websocket, clock=clock, read_timeout_s=read_timeout_s)
     client = LinkClient(session)
@@ -185,6 +185,16 @@ async def _wait_ready(session: LinkSession, running: asyncio.Task[SessionEnd], w
         elif end is None or end.reason in (EndReason.STALLED, EndReason.CUT):
             kind = DialFailure.UNREACHABLE
         raise DialError(f"{where}: the link did not open ({detail})", kind)
+
+
+def describe_client_error(exc: BaseException) -> str:
+    """A short reason for a failed request, without aiohttp's internal object names."""
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        reason = exc.os_error.strerror or str(exc.os_error) or type(exc.os_error).__name__
+        return f"cannot connect to {exc.host}:{exc.port} ({reason})"
+    if isinstance(exc, TimeoutError | aiohttp.ServerTimeoutError):
+        return "no answer in time"
+    return str(exc) or type(exc).__name__
 
 
 def _colon_hex(digest: bytes) -> str:

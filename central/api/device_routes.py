@@ -1,0 +1,115 @@
+"""Devices: list, read, change the central's settings, and the merged timeline."""
+
+from __future__ import annotations
+
+import asyncio
+
+from aiohttp import web
+
+from central.api.account_routes import no_query
+from central.api.bodies import device_json, timeline_json
+from central.api.body_members import optional_object
+from central.api.services import SERVICES, CentralServices
+from central.api.web_app import ApiRoute, principal_may
+from central.auth import Action
+from central.catalog.records import LIVE_FEEDS, RECORDINGS, DeviceRecord
+from central.central_rule import CentralRule
+from central.connector_state import ConnectorStatus
+from shared.api_input import BadRequest, json_object, optional_string, parse_instant, query_values
+from shared.clock import NS_PER_S
+
+MAX_TIMELINE_RANGE_NS = 366 * 86_400 * NS_PER_S
+
+
+def device_routes() -> list[ApiRoute]:
+    return [
+        ApiRoute("GET", "/devices", _list_devices, Action.VIEW),
+        ApiRoute("GET", "/devices/{device_id}", _get_device, Action.VIEW),
+        ApiRoute("PATCH", "/devices/{device_id}", _change_device, Action.CONFIGURE_DEVICES),
+        ApiRoute("GET", "/devices/{device_id}/timeline", _timeline, Action.VIEW),
+    ]
+
+
+def _online(services: CentralServices, site_id: str) -> bool:
+    view = services.registry.view(site_id)
+    return view is not None and view.status is ConnectorStatus.ONLINE
+
+
+def _body(services: CentralServices, device: DeviceRecord) -> dict[str, object]:
+    site = services.catalog.site(device.site_id)
+    return device_json(device, site, _online(services, device.site_id))
+
+
+async def _list_devices(request: web.Request) -> web.Response:
+    query = query_values(request.query.items(), required=(), optional=("site", "present"))
+    services = request.app[SERVICES]
+    site_id = query.get("site")
+    present_only = query.get("present", "false")
+    if present_only not in ("true", "false"):
+        raise BadRequest("present", "must be true or false")
+    sites = {s.site_id: s for s in services.catalog.sites()}
+    if site_id is not None and site_id not in sites:
+        raise BadRequest("site", f"no site {site_id!r}")
+    devices = services.catalog.devices(site_id, present_only=present_only == "true")
+    online = {sid: _online(services, sid) for sid in sites}
+    return web.json_response(
+        {
+            "devices": [
+                device_json(d, sites.get(d.site_id), online.get(d.site_id, False))
+                for d in devices
+                if principal_may(request, Action.VIEW, d.device_id)
+            ]
+        }
+    )
+
+
+async def _get_device(request: web.Request) -> web.Response:
+    no_query(request)
+    services = request.app[SERVICES]
+    device = services.catalog.device(request.match_info["device_id"])
+    return web.json_response(_body(services, device))
+
+
+async def _change_device(request: web.Request) -> web.Response:
+    no_query(request)
+    body = json_object(
+        await request.read(), allowed=("name", "recording", "live_feed", "central_rule")
+    )
+    if not body:
+        raise BadRequest(
+            "body", "names nothing to change (name, recording, live_feed, central_rule)"
+        )
+    name = optional_string(body, "name")
+    if "name" in body and name is None:
+        raise BadRequest("name", "cannot be null (give the original name to go back to it)")
+    recording = optional_string(body, "recording")
+    if recording is not None and recording not in RECORDINGS:
+        raise BadRequest("recording", f"must be one of {', '.join(RECORDINGS)}")
+    live_feed = optional_string(body, "live_feed")
+    if live_feed is not None and live_feed not in LIVE_FEEDS:
+        raise BadRequest("live_feed", f"must be one of {', '.join(LIVE_FEEDS)}")
+    rule_json = optional_object(body, "central_rule")
+    rule = None if rule_json is None else CentralRule.from_json(rule_json).to_json()
+    services = request.app[SERVICES]
+    device = await asyncio.to_thread(
+        services.catalog.update_device,
+        request.match_info["device_id"],
+        name=None if name is None else name.strip(),
+        recording=recording,  # type: ignore[arg-type]
+        live_feed=live_feed,  # type: ignore[arg-type]
+        central_rule=rule,
+    )
+    return web.json_response(_body(services, device))
+
+
+async def _timeline(request: web.Request) -> web.Response:
+    query = query_values(request.query.items(), required=("start", "end"))
+    start_ns = parse_instant("start", query["start"])
+    end_ns = parse_instant("end", query["end"])
+    if end_ns <= start_ns:
+        raise BadRequest("end", "must be after start")
+    if end_ns - start_ns > MAX_TIMELINE_RANGE_NS:
+        raise BadRequest("end", "the range is longer than 366 days")
+    services = request.app[SERVICES]
+    timeline = await services.timelines.timeline(request.match_info["device_id"], start_ns, end_ns)
+    return web.json_response(timeline_json(timeline))

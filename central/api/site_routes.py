@@ -1,0 +1,115 @@
+"""Sites: list, read, add (the central dials), change, remove, update hardware."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+
+from aiohttp import web
+
+from central.api.account_routes import no_query
+from central.api.bodies import hardware_json, site_json
+from central.api.body_members import optional_boolean, optional_integer, optional_object
+from central.api.services import SERVICES, CentralServices
+from central.api.web_app import ApiRoute
+from central.auth import Action
+from central.catalog.records import SiteRecord
+from central.site_management import DEFAULT_SITE_PORT, SiteSettings
+from shared.api_input import BadRequest, json_object, optional_string, required_string
+
+_ADD_MEMBERS = ("name", "address", "port", "scheme", "username", "password", "fingerprint")
+_CHANGE_MEMBERS = (*_ADD_MEMBERS, "enabled", "time_zone", "retrieval")
+
+
+def site_routes() -> list[ApiRoute]:
+    return [
+        ApiRoute("GET", "/sites", _list_sites, Action.VIEW),
+        ApiRoute("POST", "/sites", _add_site, Action.MANAGE_SITES),
+        ApiRoute("GET", "/sites/{site_id}", _get_site, Action.VIEW),
+        ApiRoute("PATCH", "/sites/{site_id}", _change_site, Action.MANAGE_SITES),
+        ApiRoute("DELETE", "/sites/{site_id}", _remove_site, Action.MANAGE_SITES),
+        ApiRoute("POST", "/sites/{site_id}/hardware", _update_hardware, Action.MANAGE_SITES),
+    ]
+
+
+def _site_body(services: CentralServices, site: SiteRecord, device_count: int) -> dict[str, object]:
+    return site_json(site, services.registry.view(site.site_id), device_count)
+
+
+async def _list_sites(request: web.Request) -> web.Response:
+    no_query(request)
+    services = request.app[SERVICES]
+    sites = services.catalog.sites()
+    counts = Counter(d.site_id for d in services.catalog.devices(present_only=True))
+    return web.json_response(
+        {"sites": [_site_body(services, s, counts[s.site_id]) for s in sites]}
+    )
+
+
+async def _get_site(request: web.Request) -> web.Response:
+    no_query(request)
+    services = request.app[SERVICES]
+    site = services.catalog.site(request.match_info["site_id"])
+    count = len(services.catalog.devices(site.site_id, present_only=True))
+    return web.json_response(_site_body(services, site, count))
+
+
+async def _add_site(request: web.Request) -> web.Response:
+    no_query(request)
+    body = json_object(await request.read(), allowed=_ADD_MEMBERS)
+    scheme = optional_string(body, "scheme") or "https"
+    if scheme not in ("https", "http"):
+        raise BadRequest("scheme", f"must be https or http, not {scheme!r}")
+    settings = SiteSettings(
+        name=optional_string(body, "name"),
+        address=required_string(body, "address"),
+        port=optional_integer(body, "port", low=1, high=65535) or DEFAULT_SITE_PORT,
+        scheme=scheme,
+        username=required_string(body, "username"),
+        password=required_string(body, "password"),
+        fingerprint=optional_string(body, "fingerprint"),
+    )
+    services = request.app[SERVICES]
+    site = await services.sites.add_site(settings)
+    count = len(await asyncio.to_thread(services.catalog.devices, site.site_id))
+    return web.json_response(_site_body(services, site, count), status=201)
+
+
+async def _change_site(request: web.Request) -> web.Response:
+    no_query(request)
+    body = json_object(await request.read(), allowed=_CHANGE_MEMBERS)
+    changes: dict[str, object] = {}
+    for name in ("name", "address", "scheme", "username", "password", "fingerprint", "time_zone"):
+        if name in body:
+            value = optional_string(body, name)
+            if value is None and name in ("name", "address", "scheme", "password", "time_zone"):
+                raise BadRequest(name, "cannot be null")
+            changes[name] = value
+    port = optional_integer(body, "port", low=1, high=65535)
+    if port is not None:
+        changes["port"] = port
+    enabled = optional_boolean(body, "enabled")
+    if enabled is not None:
+        changes["enabled"] = enabled
+    retrieval = optional_object(body, "retrieval")
+    if retrieval is not None:
+        changes["retrieval"] = retrieval
+    if not changes:
+        raise BadRequest("body", f"names nothing to change (it takes {', '.join(_CHANGE_MEMBERS)})")
+    services = request.app[SERVICES]
+    site_id = request.match_info["site_id"]
+    site = await services.sites.update_site(site_id, changes)
+    count = len(await asyncio.to_thread(services.catalog.devices, site_id, present_only=True))
+    return web.json_response(_site_body(services, site, count))
+
+
+async def _remove_site(request: web.Request) -> web.Response:
+    no_query(request)
+    await request.app[SERVICES].sites.remove_site(request.match_info["site_id"])
+    return web.Response(status=204)
+
+
+async def _update_hardware(request: web.Request) -> web.Response:
+    no_query(request)
+    diff = await request.app[SERVICES].sites.update_hardware(request.match_info["site_id"])
+    return web.json_response(hardware_json(diff))

@@ -1,0 +1,217 @@
+"""The central's API application: every route, its access policy, errors as JSON.
+
+Every route is declared with `ApiRoute`, which names the `Action` it performs; the
+application refuses to build with a route that names none, so no route is ever reachable
+without a policy. Two middlewares wrap every request. The outer one turns every refusal into
+``{"error": {"code": ..., "message": ..., "field": ...}}`` with a 4xx status whose message
+names what was wrong (a 500 says only that the central's log has the details, never a
+traceback). The inner one requires a valid bearer token (except on the routes marked
+public: login, and the link sites dial in on, which checks its own enrolment token) and
+asks `AccessPolicy.allows(principal, action, device_id)`; unknown paths need a token too,
+so the API's shape is not probed anonymously. Request bodies are bounded by
+`CLIENT_MAX_SIZE`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.resources
+import logging
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from central.api.services import SERVICES, CentralServices
+from central.auth import Action, Principal
+from central.catalog.errors import Conflict, InvalidRecord, NotFound
+from central.site_management import SiteOffline
+from central.site_probe import SiteProbeError
+from shared.api_input import BadRequest
+
+__all__ = [
+    "API_PREFIX",
+    "PRINCIPAL",
+    "STOPPING",
+    "TOKEN",
+    "ApiError",
+    "ApiRoute",
+    "build_central_app",
+]
+
+_log = logging.getLogger(__name__)
+
+API_PREFIX = "/api/v1"
+CLIENT_MAX_SIZE = 64 * 1024
+PRINCIPAL = web.RequestKey("principal", Principal)
+TOKEN = web.RequestKey("bearer_token", str)
+STOPPING = web.AppKey("stopping", asyncio.Event)
+"""Set when the server starts to shut down: endless responses end on it."""
+_POLICIES = web.AppKey("route_policies", dict)
+_OPENAPI = web.AppKey("openapi_json", bytes)
+_AUTH_CHALLENGE = 'Bearer realm="siteline"'
+_NO_STORE = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"}
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+PUBLIC = "public"
+"""The policy of a route that checks its caller itself (login, the dial-in link)."""
+
+
+class ApiError(Exception):
+    """A refusal with its HTTP status, error code and message."""
+
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        headers: Mapping[str, str] | None = None,
+        *,
+        field: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.headers = dict(headers or {})
+        self.field = field
+
+
+@dataclass(frozen=True)
+class ApiRoute:
+    method: str
+    path: str  # below API_PREFIX
+    handler: Handler
+    action: Action | str  # an Action, or PUBLIC
+
+
+def build_central_app(
+    services: CentralServices, routes: Iterable[ApiRoute]
+) -> web.Application:
+    """The application serving `routes` with the central's authentication and errors."""
+    app = web.Application(
+        middlewares=[_json_errors, _authenticate], client_max_size=CLIENT_MAX_SIZE
+    )
+    app[SERVICES] = services
+    app[STOPPING] = asyncio.Event()
+    app.on_shutdown.append(_announce_stopping)
+    app[_OPENAPI] = importlib.resources.files("central.api").joinpath("openapi.json").read_bytes()
+    policies: dict[str, Action | str] = {}
+    for index, route in enumerate(
+        [ApiRoute("GET", "/openapi.json", _openapi, Action.VIEW), *routes]
+    ):
+        if not isinstance(route.action, Action) and route.action != PUBLIC:
+            raise ValueError(f"{route.method} {route.path}: a route must name its action")
+        name = f"r{index}-{route.method.lower()}"
+        policies[name] = route.action
+        app.router.add_route(route.method, API_PREFIX + route.path, route.handler, name=name)
+    app[_POLICIES] = policies
+    return app
+
+
+async def _announce_stopping(app: web.Application) -> None:
+    app[STOPPING].set()
+
+
+def principal_may(request: web.Request, action: Action, device_id: str | None = None) -> bool:
+    """Whether the caller may take `action` (on `device_id`): for routes that filter lists."""
+    return request.app[SERVICES].policy.allows(request[PRINCIPAL], action, device_id)
+
+
+# -- middlewares -----------------------------------------------------------------------------
+
+
+@web.middleware
+async def _json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        response = await handler(request)
+    except ApiError as exc:
+        return error_response(exc.status, exc.code, exc.message, exc.headers, field=exc.field)
+    except BadRequest as exc:
+        return error_response(400, "bad_request", str(exc), field=exc.parameter)
+    except InvalidRecord as exc:
+        return error_response(400, "bad_request", str(exc), field=exc.field)
+    except SiteProbeError as exc:
+        return error_response(422, "site_unusable", exc.message, field=exc.field)
+    except NotFound as exc:
+        return error_response(404, "not_found", str(exc))
+    except Conflict as exc:
+        return error_response(409, "conflict", str(exc))
+    except SiteOffline as exc:
+        return error_response(409, "site_offline", str(exc))
+    except web.HTTPRequestEntityTooLarge:
+        return error_response(
+            413, "payload_too_large", f"body: larger than {CLIENT_MAX_SIZE} bytes"
+        )
+    except web.HTTPMethodNotAllowed as exc:
+        allowed = ", ".join(sorted(exc.allowed_methods))
+        return error_response(
+            405,
+            "method_not_allowed",
+            f"{request.method} is not allowed here (allowed: {allowed})",
+            {"Allow": allowed},
+        )
+    except web.HTTPNotFound:
+        return error_response(404, "not_found", f"no route {request.path}")
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        return error_response(exc.status, "http_error", exc.reason)
+    except Exception:
+        _log.exception("%s %s failed", request.method, request.path)
+        return error_response(500, "internal", "internal error; the central's log has the details")
+    if not response.prepared:
+        response.headers.update(_NO_STORE)
+    return response
+
+
+@web.middleware
+async def _authenticate(request: web.Request, handler: Handler) -> web.StreamResponse:
+    route_name = request.match_info.route.name
+    action = request.app[_POLICIES].get(route_name) if route_name else None
+    if action == PUBLIC:
+        return await handler(request)
+    services = request.app[SERVICES]
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    token = token.strip()
+    principal = None
+    if scheme.lower() == "bearer" and token:
+        principal = services.accounts.authenticate(token)
+    if principal is None:
+        raise ApiError(
+            401,
+            "unauthorized",
+            f"a valid bearer token is required (POST {API_PREFIX}/auth/login)",
+            {"WWW-Authenticate": _AUTH_CHALLENGE},
+        )
+    request[PRINCIPAL] = principal
+    request[TOKEN] = token
+    if action is None:  # no such route (404 or 405 follows): authenticated callers only
+        return await handler(request)
+    if not services.policy.allows(principal, action):
+        raise ApiError(403, "forbidden", f"the role {principal.role!r} may not {action.value}")
+    device_id = request.match_info.get("device_id")
+    if device_id is not None and not services.policy.allows(principal, action, device_id):
+        # A device the caller may not use looks like one that does not exist.
+        raise ApiError(404, "not_found", f"device {device_id!r} does not exist")
+    return await handler(request)
+
+
+def error_response(
+    status: int,
+    code: str,
+    message: str,
+    headers: Mapping[str, str] | None = None,
+    *,
+    field: str | None = None,
+) -> web.Response:
+    body: dict[str, object] = {"code": code, "message": message}
+    if field is not None:
+        body["field"] = field
+    return web.json_response(
+        {"error": body}, status=status, headers={**_NO_STORE, **(headers or {})}
+    )
+
+
+async def _openapi(request: web.Request) -> web.Response:
+    return web.Response(body=request.app[_OPENAPI], content_type="application/json")

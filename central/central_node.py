@@ -1,0 +1,230 @@
+"""A running central: everything `siteline central run` opens, wired together, and stopped
+in the reverse order.
+
+`CentralNode.open(config, clock=...)` opens the keys, the catalog, the media store and the
+HTTP client; `start()` starts the connectors and serves the API; `stop()` stops serving,
+closes every site link and closes the stores. Tests and the demo use the same object, so
+what they run is what an operator runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+from dataclasses import dataclass
+
+import aiohttp
+
+from central.api.account_routes import account_routes
+from central.api.device_routes import device_routes
+from central.api.enrolment_routes import enrolment_routes
+from central.api.notification_routes import notification_routes
+from central.api.services import CentralInfo, CentralServices
+from central.api.site_routes import site_routes
+from central.api.web_app import build_central_app
+from central.auth import AccessPolicy, CentralAccounts
+from central.catalog.secret_box import SecretBox
+from central.catalog.sqlite_catalog import SqliteCatalog
+from central.config import CentralConfig
+from central.connector_state import ConnectorPolicy
+from central.device_timeline import DeviceTimelines
+from central.site_dialer import SiteDialer
+from central.site_link_work import SiteLinkWork
+from central.site_management import SiteManagement
+from central.site_registry import SiteRegistry
+from shared.api_server import ApiServer
+from shared.backoff import BackoffPolicy
+from shared.clock import NS_PER_S, Clock
+from shared.signing import SiteSigner
+from shared.store.chunk_store import ChunkStore
+from shared.store.retention import RetentionPolicy
+from shared.tls_identity import TlsIdentity, server_identity
+
+_log = logging.getLogger("siteline.central")
+
+RETENTION_INTERVAL_S = 60.0
+
+
+def central_version() -> str:
+    from importlib import metadata  # noqa: PLC0415
+
+    try:
+        return metadata.version("siteline")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+@dataclass
+class _Opened:
+    signer: SiteSigner
+    identity: TlsIdentity | None
+    catalog: SqliteCatalog
+    store: ChunkStore
+
+
+class CentralNode:
+    """See the module docstring."""
+
+    def __init__(self, config: CentralConfig, opened: _Opened, *, clock: Clock) -> None:
+        self.config = config
+        self.clock = clock
+        self.signer = opened.signer
+        self.identity = opened.identity
+        self.catalog = opened.catalog
+        self.store = opened.store
+        self.version = central_version()
+        self._http: aiohttp.ClientSession | None = None
+        self._server: ApiServer | None = None
+        self._retention: asyncio.Task[None] | None = None
+        self.registry: SiteRegistry | None = None
+        self.services: CentralServices | None = None
+        self.port: int | None = None
+
+    @classmethod
+    def open(cls, config: CentralConfig, *, clock: Clock) -> CentralNode:
+        """Open keys, catalog and store (blocking: call it from a thread in async code)."""
+        signer = SiteSigner.load_or_create(config.central.signing_key)
+        identity = None
+        if config.api.scheme == "https":
+            identity = server_identity(
+                config.api.tls_certificate,
+                config.api.tls_key,
+                common_name=config.central.name,
+                bind=config.api.bind,
+                clock=clock,
+            )
+        catalog = SqliteCatalog.open(
+            config.storage.catalog_path,
+            clock=clock,
+            secret_box=SecretBox.load_or_create(config.storage.secret_key),
+        )
+        try:
+            store = ChunkStore.open(
+                config.storage.media_path,
+                quota_bytes=config.storage.quota_bytes,
+                hold_budget_bytes=0,
+                clock=clock,
+                retention=RetentionPolicy(
+                    max_bytes=config.storage.quota_bytes,
+                    default_max_age_ns=config.storage.max_age_s * NS_PER_S,
+                ),
+            )
+        except BaseException:
+            catalog.close()
+            raise
+        return cls(config, _Opened(signer, identity, catalog, store), clock=clock)
+
+    @property
+    def base_url(self) -> str:
+        host = self.config.api.bind
+        if host in ("0.0.0.0", "::", ""):  # noqa: S104 - naming, not binding
+            host = "127.0.0.1"
+        return f"{self.config.api.scheme}://{host}:{self.port}"
+
+    async def start(self, *, port: int | None = None) -> int:
+        """Start the connectors and serve the API; the bound port (`port` 0: any free one)."""
+        config = self.config
+        clock = self.clock
+        software = f"siteline-central {self.version}"
+        self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(sock_connect=10))
+        registry = SiteRegistry(
+            self.catalog,
+            dialer=SiteDialer(
+                self._http,
+                self.catalog,
+                clock=clock,
+                software=software,
+                read_timeout_s=config.links.read_timeout_s,
+            ),
+            works=[SiteLinkWork(self.catalog, clock=clock)],
+            clock=clock,
+            policy=ConnectorPolicy(
+                backoff=BackoffPolicy(max_s=config.links.retry_max_s),
+                offline_notice_after_s=config.links.offline_notice_after_s,
+            ),
+            rng=random.Random(),  # noqa: S311 - retry jitter, not a secret
+        )
+        self.registry = registry
+        services = CentralServices(
+            info=CentralInfo(
+                central_id=config.central.id,
+                name=config.central.name,
+                version=self.version,
+                public_key=self.signer.public_key,
+                fingerprint=None if self.identity is None else self.identity.fingerprint,
+            ),
+            catalog=self.catalog,
+            accounts=CentralAccounts(self.catalog, clock=clock, token_ttl_s=config.api.token_ttl_s),
+            policy=AccessPolicy(),
+            registry=registry,
+            sites=SiteManagement(
+                self.catalog,
+                registry,
+                self._http,
+                clock=clock,
+                software=software,
+                read_timeout_s=config.links.read_timeout_s,
+            ),
+            timelines=DeviceTimelines(self.catalog, self.store, registry, clock=clock),
+            store=self.store,
+            clock=clock,
+            link_read_timeout_s=config.links.read_timeout_s,
+        )
+        self.services = services
+        app = build_central_app(
+            services,
+            [
+                *account_routes(),
+                *site_routes(),
+                *device_routes(),
+                *notification_routes(),
+                *enrolment_routes(),
+            ],
+        )
+        ssl_context = None if self.identity is None else self.identity.server_ssl_context()
+        self._server = ApiServer(
+            app,
+            host=config.api.bind,
+            port=config.api.port if port is None else port,
+            ssl_context=ssl_context,
+        )
+        self.port = await self._server.start()
+        await registry.start()
+        self._retention = asyncio.create_task(self._keep_retention(), name="central-retention")
+        return self.port
+
+    async def stop(self) -> None:
+        """Stop serving, close every link, close the stores (idempotent)."""
+        if self._retention is not None:
+            self._retention.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._retention
+            self._retention = None
+        if self._server is not None:
+            await self._server.stop()
+            self._server = None
+        if self.registry is not None:
+            await self.registry.stop()
+        if self._http is not None:
+            await self._http.close()
+            self._http = None
+        await asyncio.to_thread(self._close_stores)
+
+    def _close_stores(self) -> None:
+        self.store.close()
+        self.catalog.close()
+
+    async def _keep_retention(self) -> None:
+        while True:
+            try:
+                report = await asyncio.to_thread(self.store.enforce_retention)
+                deleted = report.deleted_by_age + report.deleted_by_bytes
+                if deleted:
+                    _log.info("retention removed %d chunks", deleted)
+                if report.pending:
+                    continue  # more to delete: go on after letting writers in
+            except Exception:
+                _log.exception("retention failed; trying again later")
+            await self.clock.sleep(RETENTION_INTERVAL_S)
