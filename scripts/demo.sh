@@ -1,12 +1,9 @@
 #!/usr/bin/env bash
-# The main job: set up, then run a site agent with synthetic cameras recording into its
-# embedded store. Ctrl-C stops it cleanly; run it again and it goes on with the same site.
+# The main job: set up, then run the demo: a central and two simulated sites with synthetic
+# cameras on loopback, on the embedded storage defaults. Ctrl-C stops it cleanly; run it
+# again and it goes on with the same central, sites and recordings. Extra arguments go to
+# `siteline demo` (for example --duration 60 or --port 9600).
 set -euo pipefail
 repo_root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 source "$repo_root/scripts/setup-env.sh"
-
-site_dir="${SITELINE_DEMO_DIR:-$repo_root/demo-data/site-1}"
-if [ ! -f "$site_dir/agent.toml" ]; then
-  siteline agent init --dir "$site_dir" --name "Demo shop" --admin-password "${SITELINE_DEMO_PASSWORD:-demo-admin}"
-fi
-exec siteline agent run --config "$site_dir/agent.toml" "$@"
+exec siteline demo --data-dir "${SITELINE_DEMO_DIR:-$repo_root/demo-data}" "$@"

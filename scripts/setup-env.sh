@@ -51,7 +51,7 @@ spec="$repo_root"
 [ -n "$extras" ] && spec="$repo_root[$extras]"
 stamp="$venv/.siteline-installed"
 want="$(cat "$repo_root/pyproject.toml" | sha256sum | cut -c1-16) $extras"
-if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ] || ! "$venv/bin/python" -c 'import agent, shared' 2>/dev/null; then
+if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ] || ! "$venv/bin/python" -c 'import agent, central, shared' 2>/dev/null; then
   echo "siteline: installing Python packages into $venv"
   "$venv/bin/python" -m pip install -q --upgrade pip >/dev/null
   "$venv/bin/python" -m pip install -q -e "$spec"

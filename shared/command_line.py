@@ -13,6 +13,7 @@ from importlib import metadata
 _COMMAND_GROUPS = {
     "agent": ("agent.cli", "the site agent: record cameras into the edge store"),
     "central": ("central.cli", "the central aggregator: sites, live, recordings, API"),
+    "demo": ("central.demo_cli", "a central and simulated sites on loopback"),
     "verify": ("central.verify_command", "check an export: exit 0 only if authentic and complete"),
 }
 
