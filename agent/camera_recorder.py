@@ -4,6 +4,9 @@ The camera supervisor delivers packets of every stream; each goes to its stream 
 and lq packets also go to the motion worker. Motion opens and closes recording windows on
 the camera's gates (for streams in motion mode) and its records become the metadata device's
 stream. Input events (doors, buttons) reach the gates through `on_input`.
+
+The relayed streams (hq, lq, audio) go to the live relay packet by packet before any
+recording decision, and the seal of each chunk stored from them follows its packets there.
 """
 
 from __future__ import annotations
@@ -72,6 +75,10 @@ class CameraRecorder:
             self.recorders[STREAM_AUDIO] = recorder(
                 camera.microphone_id, STREAM_AUDIO, recording.audio
             )
+        if context.live is not None:
+            # The streams it relays: their stored chunks' seals follow their packets.
+            for relayed in self.recorders.values():
+                relayed.on_committed = context.live.publish_sealed
         self.metadata: StreamRecorder | None = None
         if camera.motion.enabled:
             self.metadata = context.stream_recorder(

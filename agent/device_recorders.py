@@ -6,12 +6,12 @@ from dataclasses import dataclass
 
 from agent.chain_sealer import ChainHead, ChainSealer
 from agent.event_hub import EventHub
-from agent.live_relay import LiveRelay
 from agent.recording_policy import RecordingMode, StreamRecordingGate, WeeklySchedule
 from agent.store_writer import StoreWriter
 from agent.stream_recorder import StreamRecorder
 from shared.chunk import Signer
 from shared.clock import NS_PER_S, Clock
+from shared.live_relay import LiveRelay
 
 
 @dataclass(frozen=True)

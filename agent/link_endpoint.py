@@ -13,7 +13,6 @@ from agent.accounts import Principal
 from agent.config import LinkSettings, UserAccount
 from agent.event_hub import EventHub
 from agent.link_server import SiteLinkServer
-from agent.live_relay import LiveRelay
 from agent.reconnect import reconnect_forever
 from agent.site_service import SiteService
 from agent.web_api import API_PREFIX, PRINCIPAL, SERVICE
@@ -23,6 +22,7 @@ from shared.link.connection import LinkConnection
 from shared.link.messages import LinkRole
 from shared.link_io.dialing import WEBSOCKET_MAX_MESSAGE_BYTES, pinned_ssl
 from shared.link_io.session import LinkSession, SessionEnd, WebSocketLike
+from shared.live_relay import LiveRelay
 
 _log = logging.getLogger(__name__)
 

@@ -8,7 +8,8 @@ producers that only read from the store or queue packets while the stream has cr
 - a transfer reads the chunks after the asker's cursor, a few at a time, in a worker thread
   (never holding a read transaction while sending), as far as the credit allows;
 - a live stream starts with the cached GOP, then follows the recorder; a viewer that falls
-  behind loses packets up to the next keyframe, never the link;
+  behind loses packets up to the next keyframe, never the link; on a link whose version
+  has it, each stored chunk's seal (`LiveSealed`) follows the chunk's last packet;
 - an event subscription forwards the site's events.
 """
 
@@ -22,7 +23,6 @@ from typing import Any
 from agent.accounts import Principal
 from agent.api_bodies import device_json, hold_json, site_info_json, status_json, timeline_json
 from agent.event_hub import EventHub
-from agent.live_relay import LiveRelay
 from agent.site_service import (
     DeviceNotFound,
     HoldNotFound,
@@ -34,6 +34,7 @@ from shared.link import events as ev
 from shared.link import messages as m
 from shared.link.connection import LinkUsageError
 from shared.link_io.session import LinkSession
+from shared.live_relay import LiveRelay, LiveSeal
 
 _log = logging.getLogger(__name__)
 
@@ -171,15 +172,19 @@ class SiteLinkServer:
     async def _live_stream(self, request: m.LiveRequest) -> None:
         rid = request.request_id
         self._require_stream(request.device_id, request.stream)
-        with self._live.subscribe(request.device_id, request.stream) as subscription:
+        seals = self.connection.live_sealed_agreed
+        with self._live.subscribe(request.device_id, request.stream, seals=seals) as viewer:
             while True:
-                codec, packets = await subscription.next_batch()
+                item = await viewer.next_item()
                 await self._wait_credit(rid)
-                wire = tuple(
-                    m.LivePacket(p.pts, p.dts, p.duration, p.keyframe, p.wall_ns, p.data)
-                    for p in packets
-                )
-                self.connection.send_live(rid, codec, wire)
+                if isinstance(item, LiveSeal):
+                    self.connection.send_live_sealed(rid, item.header, item.signature)
+                else:
+                    wire = tuple(
+                        m.LivePacket(p.pts, p.dts, p.duration, p.keyframe, p.wall_ns, p.data)
+                        for p in item.packets
+                    )
+                    self.connection.send_live(rid, item.codec, wire)
                 self.session.flush()
 
     async def _event_stream(self, request: m.EventsRequest) -> None:

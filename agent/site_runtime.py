@@ -19,7 +19,6 @@ from agent.device_recorders import RecorderContext
 from agent.event_hub import EventHub
 from agent.gpio_lines import GpiodLoader, GpioInput, load_gpiod
 from agent.input_device import STATE_STREAM, InputDevice, InputListener
-from agent.live_relay import LiveRelay
 from agent.output_device import OutputDevice
 from agent.recording_policy import RecordingMode
 from agent.retention_loop import RetentionLoop
@@ -28,6 +27,7 @@ from agent.store_writer import StoreWriter
 from agent.stream_recorder import StreamRecorder
 from shared.chunk import Signer
 from shared.clock import Clock
+from shared.live_relay import LiveRelay
 
 _log = logging.getLogger(__name__)
 

@@ -5,6 +5,10 @@ the gate (pre-buffer, open triggers) and the chain go on. A chunk that cannot be
 full with nothing deletable, I/O error) is reported and dropped, the chain then declares a
 recording gap, and the next chunk is tried as usual: one bad write never stops recording.
 
+Each chunk the store committed is handed to `on_committed` (the camera recorder points it at
+the live relay, whose viewers then get the chunk's seal after its packets). Only committed
+chunks: a chunk that failed to store is not part of the chain (the next one takes its seq).
+
 Packets and triggers come from different tasks (the camera's packet task, the motion
 worker's delivery task); a lock makes each gate decision and the sealing and storing of what
 it released one step, so chunks are sealed and stored in chain order.
@@ -14,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from agent.chain_sealer import ChainSealer
@@ -64,6 +69,8 @@ class StreamRecorder:
         self._chunker: Chunker | None = None
         self._codec: CodecConfig | None = None
         self.counters = StreamCounters()
+        self.on_committed: Callable[[SignedChunk], None] | None = None
+        """Told each chunk once the store holds it, in chain order."""
         self._full_reported = False
         self._lock = asyncio.Lock()
 
@@ -140,6 +147,8 @@ class StreamRecorder:
             self._report_failure(exc)
             return
         self._sealer.committed(chunk)
+        if self.on_committed is not None:
+            self.on_committed(chunk)
         if stored:
             self.counters.chunks_stored += 1
             self.counters.bytes_stored += len(chunk.payload)

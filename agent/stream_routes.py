@@ -42,7 +42,6 @@ from agent.event_stream import (
     sse_event,
     sse_message,
 )
-from agent.live_relay import LiveRelay, LiveViewer
 from agent.site_service import MAX_TIMELINE_NS
 from agent.system_events import SystemEvent
 from agent.web_api import ACCOUNTS, API_PREFIX, PRINCIPAL, SERVICE, STOPPING, TOKEN, ApiError
@@ -55,6 +54,7 @@ from shared.chunk_records import MEDIA_TYPE as CHUNKS_MEDIA_TYPE
 from shared.chunk_records import encode_chunk_record
 from shared.clock import NS_PER_S, Clock
 from shared.fragmented_mp4 import Fragment, FragmentedMp4Writer
+from shared.live_relay import LiveRelay, LiveViewer
 from shared.media import CodecConfig, MediaFormatError, MediaKind, MediaPacket
 
 __all__ = ["HEARTBEAT_S", "STALLED_WRITE_S", "stream_routes"]

@@ -37,7 +37,6 @@ from agent.accounts import Accounts
 from agent.config import load_agent_config
 from agent.event_hub import EventHub
 from agent.link_endpoint import link_route
-from agent.live_relay import LiveRelay
 from agent.site_service import SiteService
 from agent.site_tls import site_identity
 from agent.web_api import build_web_app
@@ -45,6 +44,7 @@ from shared.api_server import ApiServer
 from shared.chunk import GENESIS_HASH, ChunkDraft, SignedChunk, seal_chunk
 from shared.clock import NS_PER_S, SystemClock
 from shared.link_io.dialing import connect_to_site, pinned_ssl
+from shared.live_relay import LiveRelay
 from shared.media import CodecConfig, MediaKind, MediaPacket
 from shared.passwords import hash_password
 from shared.signing import SiteSigner

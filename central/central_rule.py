@@ -19,8 +19,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from agent.recording_policy import ScheduleError, ScheduleRange
 from central.catalog.errors import InvalidRecord
+from shared.recording_gate import ScheduleError, ScheduleRange
 
 CENTRAL_MODES = ("always", "motion", "event", "schedule", "manual")
 MAX_PRE_BUFFER_S = 300

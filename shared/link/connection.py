@@ -80,7 +80,7 @@ class LinkConnection:
         self._out = OutboundQueue(piece_bytes=piece_bytes)
         self._out.peer_max_frame_bytes = max_frame_bytes
         self._hello = m.Hello(
-            m.PROTOCOL_VERSION, m.PROTOCOL_VERSION, role, software, max_frame_bytes
+            m.MIN_PROTOCOL_VERSION, m.PROTOCOL_VERSION, role, software, max_frame_bytes
         )
         self._out.control(encode_frame(encode_message(self._hello)))
         # what this side asked for
@@ -192,6 +192,20 @@ class LinkConnection:
         self._out.item(request_id, self._frame(m.LivePackets(request_id, codec, packets)))
         return True
 
+    @property
+    def live_sealed_agreed(self) -> bool:
+        """Whether the agreed version has `LiveSealed` (False before the handshake)."""
+        return self.version is not None and self.version >= m.LIVE_SEALED_VERSION
+
+    def send_live_sealed(self, request_id: int, header: bytes, signature: bytes) -> bool:
+        """Queue the header and signature of a chunk whose packets this live stream sent;
+        False if the stream is no longer open or the peer's version has no `LiveSealed`
+        (nothing is queued then)."""
+        if not self._open_stream(request_id, m.LiveRequest) or not self.live_sealed_agreed:
+            return False
+        self._out.item(request_id, self._frame(m.LiveSealed(request_id, header, signature)))
+        return True
+
     def send_event(
         self, request_id: int, kind: str, device_id: str, at_ns: int, details: dict[str, Any]
     ) -> bool:
@@ -271,7 +285,7 @@ class LinkConnection:
                 self._on_stream_control(message, events)
             case m.Reply() | m.Failure():
                 self._on_answer(message, events)
-            case m.ChunkHead() | m.ChunkBody() | m.LivePackets() | m.EventItem():
+            case m.ChunkHead() | m.ChunkBody() | m.LivePackets() | m.LiveSealed() | m.EventItem():
                 self._on_item(message, frame_bytes, events)
             case m.StreamEnd():
                 self._on_stream_end(message, events)
@@ -360,7 +374,7 @@ class LinkConnection:
 
     def _on_item(
         self,
-        item: m.ChunkHead | m.ChunkBody | m.LivePackets | m.EventItem,
+        item: m.StreamItem,
         frame_bytes: int,
         events: list[ev.LinkEvent],
     ) -> None:
@@ -368,6 +382,11 @@ class LinkConnection:
         name = type(item).__name__
         if stream is None:
             raise _unexpected(f"{name} for request {item.request_id}, which is no open stream")
+        if isinstance(item, m.LiveSealed) and not self.live_sealed_agreed:
+            raise _unexpected(
+                f"LiveSealed on a link of protocol version {self.version}; "
+                f"it needs {m.LIVE_SEALED_VERSION}"
+            )
         expected = _REQUEST_OF_ITEM[type(item)]
         if not isinstance(stream.request, expected):
             raise _unexpected(
@@ -386,6 +405,10 @@ class LinkConnection:
             return
         elif isinstance(item, m.LivePackets):
             events.append(ev.LiveReceived(item.request_id, item.codec, item.packets, frame_bytes))
+        elif isinstance(item, m.LiveSealed):
+            events.append(
+                ev.LiveSealedReceived(item.request_id, item.header, item.signature, frame_bytes)
+            )
         else:
             events.append(ev.EventReceived(item, frame_bytes))
 
@@ -487,6 +510,7 @@ _REQUEST_OF_ITEM: dict[type[Any], type[Any]] = {
     m.ChunkHead: m.TransferRequest,
     m.ChunkBody: m.TransferRequest,
     m.LivePackets: m.LiveRequest,
+    m.LiveSealed: m.LiveRequest,
     m.EventItem: m.EventsRequest,
 }
 

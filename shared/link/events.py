@@ -87,6 +87,17 @@ class LiveReceived:
 
 
 @dataclass(frozen=True, slots=True)
+class LiveSealedReceived:
+    """The site sealed a chunk whose packets came before on this live stream: its header
+    exactly as signed and the signature (verify them before trusting anything)."""
+
+    request_id: int
+    header: bytes
+    signature: bytes
+    frame_bytes: int
+
+
+@dataclass(frozen=True, slots=True)
 class EventReceived:
     event: EventItem
     frame_bytes: int
@@ -133,6 +144,7 @@ LinkEvent = (
     | ChunkStarted
     | ChunkReceived
     | LiveReceived
+    | LiveSealedReceived
     | EventReceived
     | StreamEnded
     | PongReceived

@@ -7,8 +7,9 @@ Three families:
   the asker chooses, growing by at least one per request; and the asker's stream controls
   `Credit` and `Cancel`;
 - answers, from the side that serves (normally the site): `Reply` or `Failure` end a
-  request; a streaming request gets items (`ChunkHead` + `ChunkBody`, `LivePackets`,
-  `EventItem`), each charged against the credit the asker granted, then `StreamEnd`.
+  request; a streaming request gets items (`ChunkHead` + `ChunkBody`, `LivePackets` and
+  `LiveSealed`, `EventItem`), each charged against the credit the asker granted, then
+  `StreamEnd`.
 
 The wire form of each is in `shared/link/wire.py`.
 """
@@ -19,8 +20,13 @@ from dataclasses import dataclass
 from enum import IntEnum, StrEnum
 from typing import Any
 
-PROTOCOL_VERSION = 1
-"""The version this code speaks; `Hello` carries the range a side accepts."""
+PROTOCOL_VERSION = 2
+"""The newest version this code speaks; `Hello` carries the range a side accepts."""
+MIN_PROTOCOL_VERSION = 1
+"""The oldest version this code still speaks (a peer from before `LiveSealed`)."""
+LIVE_SEALED_VERSION = 2
+"""The first version with `LiveSealed`; on a link agreed below it the message is never sent
+(and receiving it is a protocol error)."""
 
 
 class Priority(IntEnum):
@@ -239,6 +245,17 @@ class LivePackets:
 
 
 @dataclass(frozen=True, slots=True)
+class LiveSealed:
+    """The site sealed a chunk of this live stream: its header exactly as signed, and the
+    signature. Sent after the last packet of that chunk; no payload, since the asker has
+    the packets. Only on streams the site stores, and only for chunks it stored."""
+
+    request_id: int
+    header: bytes
+    signature: bytes
+
+
+@dataclass(frozen=True, slots=True)
 class EventItem:
     request_id: int
     kind: str
@@ -269,12 +286,12 @@ RequestMessage = (
 )
 StreamRequest = TransferRequest | LiveRequest | EventsRequest
 StreamControl = Credit | Cancel
-StreamItem = ChunkHead | ChunkBody | LivePackets | EventItem
+StreamItem = ChunkHead | ChunkBody | LivePackets | LiveSealed | EventItem
 Answer = Reply | Failure | StreamItem | StreamEnd
 Message = ConnectionMessage | RequestMessage | StreamControl | Answer
 
 STREAM_REQUESTS = (TransferRequest, LiveRequest, EventsRequest)
-STREAM_ITEMS = (ChunkHead, ChunkBody, LivePackets, EventItem)
+STREAM_ITEMS = (ChunkHead, ChunkBody, LivePackets, LiveSealed, EventItem)
 
 
 def request_priority(request: RequestMessage) -> Priority:

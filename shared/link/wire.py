@@ -201,6 +201,14 @@ _SPECS: dict[type[Any], tuple[int, tuple[Check, ...]]] = {
     ),
     m.EventItem: (45, (_REQUEST_ID, _ID, _text(MAX_ID_CHARS), _TIME_NS, _map)),
     m.StreamEnd: (46, (_REQUEST_ID, _enum(m.StreamOutcome), _TEXT)),
+    m.LiveSealed: (
+        47,
+        (
+            _REQUEST_ID,
+            _binary(1, MAX_HEADER_BYTES),
+            _binary(SIGNATURE_BYTES, SIGNATURE_BYTES),
+        ),
+    ),
 }
 _BY_CODE = {code: (cls, checks) for cls, (code, checks) in _SPECS.items()}
 _FIELD_NAMES = {cls: tuple(f.name for f in fields(cls)) for cls in _SPECS}

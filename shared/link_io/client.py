@@ -3,8 +3,10 @@
 One-shot operations return the reply's body. `transfer` streams a stream's chunks after a
 cursor: each chunk is checked (`accept_chunk`), handed to the caller's `commit`, and only
 then does the cursor move and credit go back to the site, so the site can never be more
-than the credit window ahead of what is durably stored. `live` and `events` are
-subscriptions, used as async context managers that cancel the stream on exit.
+than the credit window ahead of what is durably stored. `live`, `live_with_seals` and
+`events` are subscriptions, used as async context managers that cancel the stream on exit.
+`live` gives the packets only; `live_with_seals` also gives the header and signature of
+each chunk the site sealed from them, for a receiver that records the stream.
 """
 
 from __future__ import annotations
@@ -226,14 +228,31 @@ class LinkClient:
         self, device_id: str, stream: str, *, window_bytes: int = DEFAULT_LIVE_WINDOW_BYTES
     ) -> AsyncIterator[AsyncIterator[ev.LiveReceived]]:
         """Packets of a device's stream as they are recorded (the last GOP first)."""
+        async with self.live_with_seals(device_id, stream, window_bytes=window_bytes) as items:
+
+            async def packets() -> AsyncIterator[ev.LiveReceived]:
+                async for item in items:
+                    if isinstance(item, ev.LiveReceived):
+                        yield item
+
+            yield packets()
+
+    @contextlib.asynccontextmanager
+    async def live_with_seals(
+        self, device_id: str, stream: str, *, window_bytes: int = DEFAULT_LIVE_WINDOW_BYTES
+    ) -> AsyncIterator[AsyncIterator[ev.LiveReceived | ev.LiveSealedReceived]]:
+        """Packets of a device's stream as they are recorded (the last GOP first), each
+        chunk's seal after its last packet (`LiveSealedReceived`; only from a site whose
+        protocol has it, see `connection.live_sealed_agreed`, and only for chunks it
+        stored)."""
         request_id = self._next_id()
         queue = self._open_stream(request_id)
         self._send(m.LiveRequest(request_id, device_id, stream, window_bytes))
 
-        async def packets() -> AsyncIterator[ev.LiveReceived]:
+        async def items() -> AsyncIterator[ev.LiveReceived | ev.LiveSealedReceived]:
             while True:
                 event = await queue.get()
-                if isinstance(event, ev.LiveReceived):
+                if isinstance(event, ev.LiveReceived | ev.LiveSealedReceived):
                     self.connection.grant(request_id, event.frame_bytes)
                     self.session.flush()
                     yield event
@@ -243,7 +262,7 @@ class LinkClient:
                     self._raise_end(event)
 
         try:
-            yield packets()
+            yield items()
         finally:
             self._cancel(request_id)
             self._streams.pop(request_id, None)

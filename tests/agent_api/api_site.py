@@ -20,7 +20,6 @@ from agent.accounts import Accounts
 from agent.config import AgentConfig, load_agent_config
 from agent.event_hub import EventHub
 from agent.link_endpoint import link_route
-from agent.live_relay import LiveRelay
 from agent.site_service import SiteService
 from agent.site_tls import site_identity
 from agent.stream_routes import HEARTBEAT_S, stream_routes
@@ -28,6 +27,7 @@ from agent.web_api import build_web_app
 from shared.api_server import ApiServer
 from shared.chunk import SignedChunk
 from shared.clock import ManualClock, SystemClock
+from shared.live_relay import LiveRelay
 from shared.passwords import hash_password
 from shared.signing import SiteSigner
 from shared.store.chunk_store import ChunkStore

@@ -62,7 +62,9 @@ def test_no_common_version_is_incompatible() -> None:
     )
     violation = _violation(site.receive(_frame(hello)))
     assert violation.error.code is ErrorCode.INCOMPATIBLE
-    assert "2..4" in violation.error.message
+    low, high = m.PROTOCOL_VERSION + 1, m.PROTOCOL_VERSION + 3
+    assert f"the peer speaks protocol versions {low}..{high}" in violation.error.message
+    assert f"this side {m.MIN_PROTOCOL_VERSION}..{m.PROTOCOL_VERSION}" in violation.error.message
     assert site.closed
     assert _goodbye(site).code == "incompatible"
 
@@ -229,6 +231,7 @@ def test_items_beyond_the_credit_close_the_link() -> None:
         (m.Reply(7, {}), "Reply to request 7, which awaits no reply"),
         (m.StreamEnd(9, m.StreamOutcome.COMPLETE, ""), "StreamEnd for request 9"),
         (m.LivePackets(1, None, ()), "LivePackets on stream 1, a TransferRequest"),
+        (m.LiveSealed(1, b"h", bytes(64)), "LiveSealed on stream 1, a TransferRequest"),
         (m.EventItem(3, "motion", "cam", 1, {}), "EventItem for request 3, which is no open"),
         (m.Hello(1, 1, m.LinkRole.SITE, "again", 1 << 20), "a second Hello"),
     ],
@@ -303,7 +306,8 @@ def test_ping_is_answered_and_goodbye_closes() -> None:
     assert pump.events_a[-1] == ev.PongReceived(42)
     site.close(message="shutting down")
     pump.run()
-    assert pump.events_a[-1] == ev.PeerClosed("closed", "shutting down")
+    last: ev.LinkEvent = pump.events_a[-1]
+    assert last == ev.PeerClosed("closed", "shutting down")
     assert central.closed
     assert site.closed
     with pytest.raises(LinkUsageError):
@@ -326,3 +330,87 @@ def test_live_goes_before_a_background_transfer() -> None:
     assert not any(isinstance(e, ev.ChunkReceived) for e in events)
     assert isinstance(events[-1], ev.LiveReceived)  # live within the next batch
     assert second.index(encode_message(m.LivePackets(2, None, (packet,)))) < 64
+
+
+# -- seals on live streams (protocol version 2) ------------------------------------------------
+
+LIVE_PACKET = m.LivePacket(0, 0, 3000, True, T0_NS, b"\x00\x00\x00\x01" + b"k" * 100)
+
+
+def _old_peer_hello(role: m.LinkRole) -> bytes:
+    return _frame(m.Hello(1, 1, role, "old", 1 << 20))
+
+
+def test_a_seal_follows_the_packets_and_is_charged_to_credit() -> None:
+    central, site, pump = _open_pair()
+    assert central.live_sealed_agreed
+    assert site.live_sealed_agreed
+    central.send_request(m.LiveRequest(1, "cam-1", "lq", 100_000))
+    pump.run()
+    assert site.send_live(1, b"codec", (LIVE_PACKET,))
+    assert site.send_live_sealed(1, b"signed header", b"s" * 64)
+    pump.run()
+    packets, seal = pump.events_a[-2:]
+    assert isinstance(packets, ev.LiveReceived)
+    assert seal == ev.LiveSealedReceived(
+        1, b"signed header", b"s" * 64, len(_frame(m.LiveSealed(1, b"signed header", b"s" * 64)))
+    )
+    assert central.outstanding_credit(1) == 100_000 - packets.frame_bytes - seal.frame_bytes
+
+
+def test_a_seal_waits_for_credit_like_any_item() -> None:
+    central, site, pump = _open_pair()
+    seal_frame = len(_frame(m.LiveSealed(1, b"h" * 100, b"s" * 64)))
+    central.send_request(m.LiveRequest(1, "cam-1", "lq", seal_frame - 1))
+    pump.run()
+    assert site.send_live_sealed(1, b"h" * 100, b"s" * 64)  # queued, not sent
+    pump.run()
+    assert not any(isinstance(e, ev.LiveSealedReceived) for e in pump.events_a)
+    central.grant(1, 1)
+    pump.run()
+    assert isinstance(pump.events_a[-1], ev.LiveSealedReceived)
+
+
+def test_a_seal_beyond_the_credit_closes_the_link() -> None:
+    central, _site, pump = _open_pair()
+    central.send_request(m.LiveRequest(1, "cam-1", "lq", 50))
+    pump.run()
+    violation = _violation(central.receive(_frame(m.LiveSealed(1, b"h" * 100, b"s" * 64))))
+    assert violation.error.code is ErrorCode.FLOW_CONTROL
+
+
+def test_a_version_1_peer_agrees_on_1_and_is_sent_no_seals() -> None:
+    site = site_end()
+    (ready,) = site.receive(_old_peer_hello(m.LinkRole.CENTRAL))
+    assert isinstance(ready, ev.PeerReady)
+    assert site.version == 1
+    assert not site.live_sealed_agreed
+    site.data_to_send()  # our Hello
+    (request,) = site.receive(_frame(m.LiveRequest(1, "cam-1", "lq", 100_000)))
+    assert isinstance(request, ev.RequestReceived)
+    assert site.send_live(1, None, (LIVE_PACKET,))
+    assert site.send_live_sealed(1, b"header", b"s" * 64) is False
+    sent = site.data_to_send(1 << 20)
+    assert sent == _frame(m.LivePackets(1, None, (LIVE_PACKET,)))  # nothing else
+
+
+def test_a_seal_on_a_version_1_link_is_a_protocol_error() -> None:
+    central = central_end()
+    central.receive(_old_peer_hello(m.LinkRole.SITE))
+    assert central.version == 1
+    central.send_request(m.LiveRequest(1, "cam-1", "lq", 100_000))
+    violation = _violation(central.receive(_frame(m.LiveSealed(1, b"h", bytes(64)))))
+    assert violation.error.code is ErrorCode.UNEXPECTED
+    assert "LiveSealed on a link of protocol version 1; it needs 2" in violation.error.message
+
+
+def test_seals_after_a_cancel_are_dropped_by_the_asker() -> None:
+    central, site, pump = _open_pair()
+    central.send_request(m.LiveRequest(1, "cam-1", "lq", 100_000))
+    pump.run()
+    assert site.send_live_sealed(1, b"h", bytes(64))  # queued as the cancel is on its way
+    central.cancel(1)
+    pump.run()
+    assert not any(isinstance(e, ev.LiveSealedReceived) for e in pump.events_a)
+    assert pump.events_a[-1] == ev.StreamEnded(1, m.StreamOutcome.CANCELLED, "", False)
+    assert site.send_live_sealed(1, b"h", bytes(64)) is False  # the stream is over

@@ -105,6 +105,12 @@ STRATEGIES: dict[type[Any], st.SearchStrategy[Any]] = {
         st.none() | st.binary(min_size=1, max_size=50),
         st.lists(live_packets, max_size=4).map(tuple),
     ),
+    m.LiveSealed: st.builds(
+        m.LiveSealed,
+        request_ids,
+        st.binary(min_size=1, max_size=200),
+        st.binary(min_size=64, max_size=64),
+    ),
     m.EventItem: st.builds(m.EventItem, request_ids, ids, st.text(max_size=40), times, bodies),
     m.StreamEnd: st.builds(m.StreamEnd, request_ids, st.sampled_from(m.StreamOutcome), texts),
 }
@@ -145,6 +151,9 @@ def test_garbage_is_a_protocol_error_and_nothing_else(data: bytes) -> None:
         ([14, 1, "cam"], "TransferRequest: 2 fields, expected 8"),
         ([30, 5, 0], "Credit.grant_bytes: 0 is outside"),
         ([42, 1, b"h", b"short", 10], "ChunkHead.signature: 5 bytes, expected 64..64"),
+        ([47, 1, b"h", b"short"], "LiveSealed.signature: 5 bytes, expected 64..64"),
+        ([47, 1, b"", bytes(64)], "LiveSealed.header: 0 bytes, expected 1.."),
+        ([47, 1, b"h"], "LiveSealed: 2 fields, expected 3 (request_id, header, signature)"),
         ([40, 1, {1: 2}], "not allowed for map key"),
         ([99], "unknown message type 99"),
         ("text", "a frame must hold a non-empty msgpack array"),
@@ -164,3 +173,14 @@ def test_an_overlong_id_is_oversized() -> None:
         decode_message(body)
     assert caught.value.code is ErrorCode.OVERSIZED
     assert "TimelineRequest.device_id" in caught.value.message
+
+
+def test_live_sealed_is_type_47_and_keeps_the_header_bytes_exactly() -> None:
+    header = bytes(range(256)) * 3  # any bytes: the header is carried, never re-encoded
+    message = m.LiveSealed(7, header, b"s" * 64)
+    body = encode_message(message)
+    assert msgpack.unpackb(body, raw=False)[0] == 47 == message_type_code(m.LiveSealed)
+    decoded = decode_message(body)
+    assert isinstance(decoded, m.LiveSealed)
+    assert decoded.header == header
+    assert decoded.signature == b"s" * 64

@@ -1,0 +1,296 @@
+"""The central's recording of one (site, device, stream) from the live stream it relays.
+
+A `RelayRecording` consumes a live stream with seals (`LinkClient.live_with_seals`), feeds a
+`RelayRecorder` (`central/relay_recorder.py`), which turns packets and seals into chunks
+checked against the site's key and the stream's chain, and puts the chunks that the
+device's central recording rule wants into the central's `ChunkStore`, byte for byte as the
+site stored them. The packets also go to `on_live`, a callback for whatever fans the
+stream out to the central's viewers; recording and viewing share the one stream on the link.
+
+Which chunks are stored is the shared recording gate (`shared/recording_gate.py`) applied
+to the rebuilt chunks: `always`, `motion` (the site's motion events for the camera),
+`event` (its input events), `schedule` (weekly, in the site's time zone) and `manual`
+(an operator's start and stop), with pre- and post-buffer. The gate keeps chunks not yet
+wanted in its bounded pre-buffer, so a trigger stores the chunks before it. Triggers come
+from the site's events (`on_site_event`, fed from the link's event stream by whoever runs
+it) and from operators (`manual_start`, `manual_stop`). A manual trigger is placed at the
+wall time of the newest relayed packet, which is the site's clock and what a viewer sees
+at that moment, so a skew between the central's and the site's clocks does not move it.
+
+Chunks are stored in the order the gate releases them, one at a time (a lock joins each
+gate decision to the writes it causes), each in a worker thread. The store is idempotent,
+so a chunk the central already holds (fetched by transfer, or recorded before a
+reconnection) is not stored twice. `status` reports chunks stored, missed (with reasons),
+refused, left out by the rule, and the packets the site never sealed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from central.relay_recorder import (
+    DEFAULT_MAX_KEPT_BYTES,
+    DEFAULT_MAX_KEPT_PACKETS,
+    DEFAULT_MAX_PACKET_AGE_NS,
+    ChunkRebuilt,
+    RelayRecorder,
+)
+from shared.chunk import SignedChunk
+from shared.clock import NS_PER_S, Clock
+from shared.link import events as ev
+from shared.link import messages as m
+from shared.link_io.client import LinkClient
+from shared.recording_gate import (
+    GateRelease,
+    RecordingGate,
+    RecordingMode,
+    TriggerKind,
+    WeeklySchedule,
+)
+from shared.store.chunk_store import ChunkStore
+from shared.store.errors import StoreError
+from shared.transfer_acceptance import TransferCursor, TransferExpectation
+
+_log = logging.getLogger(__name__)
+
+RULE_MODES: dict[str, RecordingMode] = {
+    "always": RecordingMode.CONTINUOUS,
+    "motion": RecordingMode.MOTION,
+    "event": RecordingMode.EVENT,
+    "schedule": RecordingMode.SCHEDULE,
+    "manual": RecordingMode.MANUAL,
+}
+"""The central rule's modes, as the recording gate names them."""
+
+LiveItem = ev.LiveReceived | ev.LiveSealedReceived
+
+
+class RecordingRule(Protocol):
+    """A device's central recording rule (`central/central_rule.py` has one)."""
+
+    @property
+    def mode(self) -> str: ...
+
+    @property
+    def pre_buffer_s(self) -> float: ...
+
+    @property
+    def post_buffer_s(self) -> float: ...
+
+    @property
+    def schedule(self) -> tuple[str, ...]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class RelayedChunk:
+    """A rebuilt chunk as the recording gate sees it: its span and size."""
+
+    chunk: SignedChunk
+
+    @property
+    def start_ns(self) -> int:
+        return self.chunk.header.start_ns
+
+    @property
+    def end_ns(self) -> int:
+        return self.chunk.header.end_ns
+
+    @property
+    def payload_size(self) -> int:
+        return len(self.chunk.payload)
+
+
+def rule_gate(rule: RecordingRule, *, time_zone: str) -> RecordingGate[RelayedChunk]:
+    """The gate that applies `rule` (`time_zone`: the site's, for schedules); ValueError
+    naming a mode or schedule that cannot be used."""
+    mode = RULE_MODES.get(rule.mode)
+    if mode is None:
+        raise ValueError(f"central rule mode {rule.mode!r} is not one of {', '.join(RULE_MODES)}")
+    schedule = WeeklySchedule.parse(time_zone, rule.schedule) if rule.schedule else None
+    return RecordingGate(
+        mode,
+        schedule=schedule,
+        pre_buffer_ns=round(rule.pre_buffer_s * NS_PER_S),
+        post_buffer_ns=round(rule.post_buffer_s * NS_PER_S),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class RelayRecordingStatus:
+    """What the recording did since it started, for the central's status and alerts."""
+
+    chunks_stored: int
+    chunks_already_stored: int  # rebuilt, wanted, and already in the store
+    chunks_missed: int  # sealed, but their packets did not all arrive intact
+    chunks_refused: int  # seals that are not valid chunks of this stream from this site
+    chunks_not_wanted: int  # rebuilt, then left out by the central rule
+    chunks_pre_buffered: int  # rebuilt, waiting in the rule's pre-buffer for a trigger
+    chunks_failed: int  # wanted, but the store could not take them
+    unsealed_packets_dropped: int
+    recent_problems: tuple[str, ...]  # the latest "missed chunk seq N: reason" and such
+    notice: str | None  # why nothing can be recorded now, if that is so
+
+
+class RelayRecording:
+    """Records one stream of one device of one site; see the module docstring."""
+
+    def __init__(
+        self,
+        *,
+        expectation: TransferExpectation,
+        store: ChunkStore,
+        gate: RecordingGate[RelayedChunk],
+        clock: Clock,
+        on_live: Callable[[ev.LiveReceived], None] | None = None,
+        trigger_inputs: frozenset[str] | None = None,
+        max_packet_age_ns: int = DEFAULT_MAX_PACKET_AGE_NS,
+        max_kept_bytes: int = DEFAULT_MAX_KEPT_BYTES,
+        max_kept_packets: int = DEFAULT_MAX_KEPT_PACKETS,
+    ) -> None:
+        self.expectation = expectation
+        self._store = store
+        self._gate = gate
+        self._clock = clock
+        self._on_live = on_live
+        self._trigger_inputs = trigger_inputs
+        self._recorder = RelayRecorder(
+            expectation,
+            max_packet_age_ns=max_packet_age_ns,
+            max_kept_bytes=max_kept_bytes,
+            max_kept_packets=max_kept_packets,
+        )
+        self._lock = asyncio.Lock()
+        self._stored = self._already_stored = self._failed = 0
+        self._protocol_notice: str | None = None
+
+    # -- the stream -------------------------------------------------------------------------
+
+    async def run(self, client: LinkClient) -> None:
+        """Record from the link until the live stream ends (LinkLost, RequestFailed as the
+        client raises them)."""
+        exp = self.expectation
+        if not client.connection.live_sealed_agreed:
+            self._protocol_notice = (
+                f"the site speaks link protocol {client.connection.version}, which sends no "
+                f"seals (version {m.LIVE_SEALED_VERSION} does): {exp.device_id}/{exp.stream} "
+                "is relayed but cannot be recorded from the live stream"
+            )
+            _log.warning("%s", self._protocol_notice)
+        async with client.live_with_seals(exp.device_id, exp.stream) as items:
+            await self.record(items)
+
+    async def record(self, items: AsyncIterator[LiveItem]) -> None:
+        """Record from a live stream with seals until it ends; the chain continues from the
+        store's head for the stream. Called again for each new live stream (reconnection);
+        the gate, its pre-buffer and the counters go on."""
+        exp = self.expectation
+        head = await asyncio.to_thread(
+            self._store.stream_head, exp.device_id, exp.stream, site_id=exp.site_id
+        )
+        cursor = TransferCursor() if head is None else TransferCursor(head.seq, head.chunk_hash)
+        self._recorder.restart(cursor)
+        async for item in items:
+            if isinstance(item, ev.LiveReceived):
+                self._recorder.on_packets(item.packets, item.codec)
+                if self._on_live is not None:
+                    self._on_live(item)
+                continue
+            outcome = self._recorder.on_seal(item.header, item.signature)
+            if isinstance(outcome, ChunkRebuilt):
+                async with self._lock:
+                    await self._store_released(self._gate.offer(RelayedChunk(outcome.chunk)))
+            else:
+                _log.warning("%s/%s: %s", exp.device_id, exp.stream, outcome)
+
+    # -- triggers ---------------------------------------------------------------------------
+
+    async def on_site_event(self, event: m.EventItem) -> None:
+        """A site event: motion on this camera and input changes trigger the rule."""
+        kind, device, at_ns = event.kind, event.device_id, event.at_ns
+        if kind in ("motion_started", "motion_ended"):
+            if device != self.expectation.device_id:
+                return
+            if kind == "motion_started":
+                await self.trigger(TriggerKind.MOTION, at_ns, source=device)
+            else:
+                self.end_trigger(TriggerKind.MOTION, at_ns, source=device)
+        elif kind in ("input_active", "input_inactive"):
+            if self._trigger_inputs is not None and device not in self._trigger_inputs:
+                return
+            if kind == "input_active":
+                await self.trigger(TriggerKind.EVENT, at_ns, source=device)
+            else:
+                self.end_trigger(TriggerKind.EVENT, at_ns, source=device)
+
+    async def trigger(
+        self, kind: TriggerKind, start_ns: int, end_ns: int | None = None, *, source: str = ""
+    ) -> None:
+        """Open (end_ns None) or add a recording window; store the chunks it releases."""
+        async with self._lock:
+            await self._store_released(self._gate.trigger(kind, start_ns, end_ns, source=source))
+
+    def end_trigger(self, kind: TriggerKind, end_ns: int, *, source: str = "") -> None:
+        self._gate.end_trigger(kind, end_ns, source=source)
+
+    async def manual_start(self, at_ns: int | None = None) -> None:
+        """An operator starts recording (now: the newest relayed packet's time)."""
+        await self.trigger(TriggerKind.MANUAL, self.stream_now_ns() if at_ns is None else at_ns)
+
+    def manual_stop(self, at_ns: int | None = None) -> None:
+        """An operator stops recording; the post-buffer still applies."""
+        self.end_trigger(TriggerKind.MANUAL, self.stream_now_ns() if at_ns is None else at_ns)
+
+    def stream_now_ns(self) -> int:
+        """The newest relayed packet's wall time (the site's clock, what a viewer sees now);
+        the central's clock before any packet came."""
+        newest = self._recorder.newest_wall_ns
+        return self._clock.now_ns() if newest is None else newest
+
+    # -- reporting --------------------------------------------------------------------------
+
+    @property
+    def status(self) -> RelayRecordingStatus:
+        counters = self._recorder.counters
+        return RelayRecordingStatus(
+            chunks_stored=self._stored,
+            chunks_already_stored=self._already_stored,
+            chunks_missed=counters.chunks_missed,
+            chunks_refused=counters.chunks_refused,
+            chunks_not_wanted=self._gate.stats.skipped,
+            chunks_pre_buffered=self._gate.stats.buffered,
+            chunks_failed=self._failed,
+            unsealed_packets_dropped=counters.unsealed_packets_dropped,
+            recent_problems=tuple(counters.recent_problems),
+            notice=self._protocol_notice or self._recorder.unsealed_notice,
+        )
+
+    # -- internals --------------------------------------------------------------------------
+
+    async def _store_released(self, releases: list[GateRelease[RelayedChunk]]) -> None:
+        for release in releases:
+            chunk = release.chunk.chunk
+            # Rebuilt chunks had their payload hash checked against the header.
+            writing = asyncio.ensure_future(
+                asyncio.to_thread(self._store.put, chunk, payload_hash_checked=True)
+            )
+            try:
+                stored = await asyncio.shield(writing)
+            except asyncio.CancelledError:
+                # The write goes on in its thread whatever happens here: let it finish, so
+                # whoever closes the store after this task is not racing it.
+                await asyncio.gather(writing, return_exceptions=True)
+                raise
+            except StoreError as exc:
+                self._failed += 1
+                problem = f"chunk seq {chunk.header.seq} not stored: {exc}"
+                self._recorder.counters.recent_problems.append(problem)
+                _log.error("%s/%s: %s", chunk.header.device_id, chunk.header.stream, problem)
+                continue
+            if stored:
+                self._stored += 1
+            else:
+                self._already_stored += 1
