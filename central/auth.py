@@ -127,9 +127,7 @@ class CentralAccounts:
         user = None if too_long else self._catalog.user(username)
         stored = user.password_hash if user is not None else self._dummy_hash
         async with self._verifications:
-            matches = await asyncio.to_thread(
-                verify_password, "" if too_long else password, stored
-            )
+            matches = await asyncio.to_thread(verify_password, "" if too_long else password, stored)
         if user is None or user.disabled or not matches:
             raise LoginRefused()
         self._throttle.succeeded(attempt)

@@ -19,8 +19,12 @@ import aiohttp
 
 from central.api.account_routes import account_routes
 from central.api.device_routes import device_routes
+from central.api.discovery_routes import discovery_routes
 from central.api.enrolment_routes import enrolment_routes
+from central.api.export_routes import export_routes
+from central.api.live_routes import live_routes
 from central.api.notification_routes import notification_routes
+from central.api.playback_routes import playback_routes
 from central.api.services import CentralInfo, CentralServices
 from central.api.site_routes import site_routes
 from central.api.web_app import build_central_app
@@ -30,7 +34,10 @@ from central.catalog.sqlite_catalog import SqliteCatalog
 from central.config import CentralConfig
 from central.connector_state import ConnectorPolicy
 from central.device_timeline import DeviceTimelines
+from central.export_service import ExportService
+from central.live_feeds import LiveFeeds
 from central.site_dialer import SiteDialer
+from central.site_discovery import SiteDiscovery
 from central.site_link_work import SiteLinkWork
 from central.site_management import SiteManagement
 from central.site_registry import SiteRegistry
@@ -79,6 +86,7 @@ class CentralNode:
         self._server: ApiServer | None = None
         self._retention: asyncio.Task[None] | None = None
         self.registry: SiteRegistry | None = None
+        self.live: LiveFeeds | None = None
         self.services: CentralServices | None = None
         self.port: int | None = None
 
@@ -128,7 +136,12 @@ class CentralNode:
         config = self.config
         clock = self.clock
         software = f"siteline-central {self.version}"
-        self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(sock_connect=10))
+        # No pool limit: every open site link holds a connection for as long as it lives.
+        self._http = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=0),
+            timeout=aiohttp.ClientTimeout(sock_connect=10),
+        )
+        self.live = LiveFeeds(self.catalog, self.store, clock=clock)
         registry = SiteRegistry(
             self.catalog,
             dialer=SiteDialer(
@@ -138,7 +151,7 @@ class CentralNode:
                 software=software,
                 read_timeout_s=config.links.read_timeout_s,
             ),
-            works=[SiteLinkWork(self.catalog, clock=clock)],
+            works=[SiteLinkWork(self.catalog, clock=clock), self.live],
             clock=clock,
             policy=ConnectorPolicy(
                 backoff=BackoffPolicy(max_s=config.links.retry_max_s),
@@ -168,6 +181,11 @@ class CentralNode:
                 read_timeout_s=config.links.read_timeout_s,
             ),
             timelines=DeviceTimelines(self.catalog, self.store, registry, clock=clock),
+            live=self.live,
+            discovery=SiteDiscovery(self.catalog, clock=clock),
+            exports=ExportService(
+                self.catalog, self.store, config.storage.media_path.parent / "exports", clock=clock
+            ),
             store=self.store,
             clock=clock,
             link_read_timeout_s=config.links.read_timeout_s,
@@ -179,8 +197,12 @@ class CentralNode:
                 *account_routes(),
                 *site_routes(),
                 *device_routes(),
+                *live_routes(),
+                *playback_routes(),
+                *discovery_routes(),
                 *notification_routes(),
                 *enrolment_routes(),
+                *export_routes(),
             ],
         )
         ssl_context = None if self.identity is None else self.identity.server_ssl_context()
@@ -207,6 +229,12 @@ class CentralNode:
             self._server = None
         if self.registry is not None:
             await self.registry.stop()
+        if self.live is not None:
+            await self.live.stop()
+        if self.services is not None:
+            await self.services.discovery.close()
+        if self.services is not None:
+            await self.services.exports.close()
         if self._http is not None:
             await self._http.close()
             self._http = None

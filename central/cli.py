@@ -22,9 +22,7 @@ def register(parser: argparse.ArgumentParser) -> None:
     init.add_argument(
         "--bind", default="127.0.0.1", help="address to serve on (default: 127.0.0.1)"
     )
-    init.add_argument(
-        "--scheme", choices=("https", "http"), default="https", help="default: https"
-    )
+    init.add_argument("--scheme", choices=("https", "http"), default="https", help="default: https")
     init.add_argument("--name", default="Siteline central", help="the central's name")
     init.add_argument("--quota", default="20 GiB", help="media store quota (default: 20 GiB)")
     init.add_argument(

@@ -67,5 +67,3 @@ def _demo(args: argparse.Namespace) -> int:
     except (DemoError, ConfigError, ApiServerError, OSError) as exc:
         print(f"siteline demo: {exc}", file=sys.stderr)
         return 2
-
-

@@ -7,6 +7,7 @@ fingerprint.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 
@@ -48,14 +49,26 @@ class SiteDialer:
             )
         password = self._catalog.site_password(site.site_id) or ""
         address = SiteAddress(site.scheme, site.address, site.port)
-        async with connect_to_site(
-            self._http,
-            address.base_url,
-            username=site.username,
-            password=password,
-            fingerprint=site.fingerprint,
-            clock=self._clock,
-            software=self._software,
-            read_timeout_s=self._read_timeout_s,
-        ) as link:
+        async with contextlib.AsyncExitStack() as stack:
+            # Opening (login, handshake, hello) is bounded too: a site that accepts and
+            # never answers is unreachable, and is tried again later.
+            try:
+                async with asyncio.timeout(self._read_timeout_s):
+                    link = await stack.enter_async_context(
+                        connect_to_site(
+                            self._http,
+                            address.base_url,
+                            username=site.username,
+                            password=password,
+                            fingerprint=site.fingerprint,
+                            clock=self._clock,
+                            software=self._software,
+                            read_timeout_s=self._read_timeout_s,
+                        )
+                    )
+            except TimeoutError as exc:
+                raise DialError(
+                    f"{address.base_url}: no answer within {self._read_timeout_s:g} s",
+                    DialFailure.UNREACHABLE,
+                ) from exc
             yield link

@@ -4,8 +4,8 @@ Every change either happens completely or not at all, and a refusal names the se
 fault:
 
 - adding a site the central dials first probes it with exactly the settings given
-  (`site_probe.probe_site`), then writes the site and its devices in one transaction, then
-  starts its connector;
+  (`site_probe.probe_site`, bounded by the link read timeout), then writes the site and its
+  devices in one transaction, then starts its connector;
 - changing how a site is reached (address, port, scheme, account, password, pin) probes
   the new settings first, and refuses them when they lead to another site (another
   identity or signing key): recordings must never be mixed between sites;
@@ -201,16 +201,28 @@ class SiteManagement:
     # -- inside ----------------------------------------------------------------------------
 
     async def _probe(self, settings: SiteSettings) -> ProbedSite:
-        return await probe_site(
-            self._http,
-            SiteAddress(settings.scheme, settings.address, settings.port),
-            username=settings.username,
-            password=settings.password,
-            fingerprint=settings.fingerprint,
-            clock=self._clock,
-            software=self._software,
-            read_timeout_s=self._read_timeout_s,
-        )
+        """The probe, bounded by the link read timeout: an address that takes connections
+        and never answers must not hold the request (and, for a change, every other site
+        change waiting for the lock) for ever."""
+        address = SiteAddress(settings.scheme, settings.address, settings.port)
+        try:
+            async with asyncio.timeout(self._read_timeout_s):
+                return await probe_site(
+                    self._http,
+                    address,
+                    username=settings.username,
+                    password=settings.password,
+                    fingerprint=settings.fingerprint,
+                    clock=self._clock,
+                    software=self._software,
+                    read_timeout_s=self._read_timeout_s,
+                )
+        except TimeoutError as exc:
+            raise SiteProbeError(
+                "address",
+                f"{address.base_url}: no answer within {self._read_timeout_s:g} s "
+                "(the link read timeout)",
+            ) from exc
 
     async def _probe_change(
         self, site: SiteRecord, fields: dict[str, object], password: object

@@ -125,6 +125,10 @@ def required_string(body: Mapping[str, object], name: str) -> str:
         raise BadRequest(name, f"must be a string, not {_json_type(value)}")
     if len(value) > MAX_STRING_CHARS:
         raise BadRequest(name, f"longer than {MAX_STRING_CHARS} characters")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise BadRequest(name, "is not valid Unicode text (it holds a lone surrogate)") from exc
     return value
 
 

@@ -14,6 +14,8 @@ _COMMAND_GROUPS = {
     "agent": ("agent.cli", "the site agent: record cameras into the edge store"),
     "central": ("central.cli", "the central aggregator: sites, live, recordings, API"),
     "demo": ("central.demo_cli", "a central and simulated sites on loopback"),
+    "site": ("central.site_cli", "the central's sites: add, list, update, remove, enrol"),
+    "export": ("central.export_cli", "export a device's recording of a range from the central"),
     "verify": ("central.verify_command", "check an export: exit 0 only if authentic and complete"),
 }
 

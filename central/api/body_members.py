@@ -7,9 +7,7 @@ from collections.abc import Mapping
 from shared.api_input import BadRequest
 
 
-def optional_integer(
-    body: Mapping[str, object], name: str, *, low: int, high: int
-) -> int | None:
+def optional_integer(body: Mapping[str, object], name: str, *, low: int, high: int) -> int | None:
     value = body.get(name)
     if value is None:
         return None

@@ -99,6 +99,7 @@ async def _change_device(request: web.Request) -> web.Response:
         live_feed=live_feed,  # type: ignore[arg-type]
         central_rule=rule,
     )
+    services.live.device_changed(device.device_id)
     return web.json_response(_body(services, device))
 
 

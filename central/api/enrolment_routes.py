@@ -4,9 +4,10 @@ An administrator makes a token (shown once) and writes it into the agent's confi
 with the central's link URL. The agent opens `GET /api/v1/sites/link` as a WebSocket with
 the token as its bearer. On the first such link the central reads the site's identity and
 devices over it and adds the site, using the token up in the same transaction; later links
-with the same token belong to that site (and its connector checks the identity again, so a
-copied token cannot stand in for another site). An unknown, expired or spent token, or one
-whose site was removed, is refused with 401 before the WebSocket opens.
+with the same token belong to that site, once they show its identity (site id and signing
+key): a copied token can neither stand in for another site nor, by dialling in, push the
+enrolled site's own link off. An unknown, expired or spent token, or one whose site was
+removed, is refused with 401 before the WebSocket opens.
 """
 
 from __future__ import annotations
@@ -124,7 +125,7 @@ async def _site_for(
 ) -> str:
     """The site of this link: the token's, or a new one added now."""
     if record.used_by_site_id is not None:
-        return record.used_by_site_id
+        return await _enrolled_site(services, record.used_by_site_id, link)
     info = await link.site_info()
     devices = await link.devices()
     remote_id = str(info["id"])
@@ -150,3 +151,16 @@ async def _site_for(
     services.registry.site_added(site.site_id)
     _log.info("site %s (%s) enrolled by dialling in", site.site_id, remote_id)
     return site.site_id
+
+
+async def _enrolled_site(services: CentralServices, site_id: str, link: LinkClient) -> str:
+    """`site_id`, the site the token enrolled, if the link comes from that site. Checked
+    before the link is handed on, since a new link replaces the site's open one: another site
+    holding a copy of the token must not push the enrolled site's own link off."""
+    site = await asyncio.to_thread(services.catalog.site, site_id)
+    info = await link.site_info()
+    if info.get("id") != site.remote_site_id:
+        raise ValueError(f"this token enrolled site {site.remote_site_id}, not {info.get('id')!r}")
+    if site.public_key is not None and bytes.fromhex(str(info["public_key"])) != site.public_key:
+        raise ValueError(f"site {site.remote_site_id} signs with another key than it enrolled with")
+    return site_id

@@ -13,6 +13,9 @@ from aiohttp import web
 from central.auth import AccessPolicy, CentralAccounts
 from central.catalog.catalog import Catalog
 from central.device_timeline import DeviceTimelines
+from central.export_service import ExportService
+from central.live_feeds import LiveFeeds
+from central.site_discovery import SiteDiscovery
 from central.site_management import SiteManagement
 from central.site_registry import SiteRegistry
 from shared.clock import Clock
@@ -39,6 +42,9 @@ class CentralServices:
     registry: SiteRegistry
     sites: SiteManagement
     timelines: DeviceTimelines
+    live: LiveFeeds
+    discovery: SiteDiscovery
+    exports: ExportService
     store: ChunkStore
     clock: Clock
     link_read_timeout_s: float

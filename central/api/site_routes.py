@@ -41,9 +41,7 @@ async def _list_sites(request: web.Request) -> web.Response:
     services = request.app[SERVICES]
     sites = services.catalog.sites()
     counts = Counter(d.site_id for d in services.catalog.devices(present_only=True))
-    return web.json_response(
-        {"sites": [_site_body(services, s, counts[s.site_id]) for s in sites]}
-    )
+    return web.json_response({"sites": [_site_body(services, s, counts[s.site_id]) for s in sites]})
 
 
 async def _get_site(request: web.Request) -> web.Response:
@@ -60,9 +58,12 @@ async def _add_site(request: web.Request) -> web.Response:
     scheme = optional_string(body, "scheme") or "https"
     if scheme not in ("https", "http"):
         raise BadRequest("scheme", f"must be https or http, not {scheme!r}")
+    address = required_string(body, "address").strip()
+    if not address:
+        raise BadRequest("address", "is empty")
     settings = SiteSettings(
         name=optional_string(body, "name"),
-        address=required_string(body, "address"),
+        address=address,
         port=optional_integer(body, "port", low=1, high=65535) or DEFAULT_SITE_PORT,
         scheme=scheme,
         username=required_string(body, "username"),

@@ -85,9 +85,7 @@ class ApiRoute:
     action: Action | str  # an Action, or PUBLIC
 
 
-def build_central_app(
-    services: CentralServices, routes: Iterable[ApiRoute]
-) -> web.Application:
+def build_central_app(services: CentralServices, routes: Iterable[ApiRoute]) -> web.Application:
     """The application serving `routes` with the central's authentication and errors."""
     app = web.Application(
         middlewares=[_json_errors, _authenticate], client_max_size=CLIENT_MAX_SIZE
@@ -174,6 +172,9 @@ async def _authenticate(request: web.Request, handler: Handler) -> web.StreamRes
     services = request.app[SERVICES]
     scheme, _, token = request.headers.get("Authorization", "").partition(" ")
     token = token.strip()
+    if not scheme and request.headers.get("Upgrade", "").lower() == "websocket":
+        # Browsers cannot set headers on a WebSocket: they give the token in the query.
+        scheme, token = "bearer", request.query.get("token", "")
     principal = None
     if scheme.lower() == "bearer" and token:
         principal = services.accounts.authenticate(token)

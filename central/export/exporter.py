@@ -142,7 +142,7 @@ def export_range(  # noqa: PLR0917 - the positional signature the server calls
             def plan_chunks() -> Iterator[tuple[PlanSegment, SignedChunk]]:
                 for segment in plan.segments:
                     meta = metas[(segment.stream, segment.seq)]
-                    chunk = _authentic_chunk(source, site_id, device_id, meta, public_key)
+                    chunk = authentic_chunk(source, site_id, device_id, meta, public_key)
                     members.append(evidence.add_chunk(chunk))
                     yield segment, chunk
 
@@ -197,7 +197,7 @@ def export_range(  # noqa: PLR0917 - the positional signature the server calls
     )
 
 
-def _authentic_chunk(
+def authentic_chunk(
     source: ChunkSource, site_id: str, device_id: str, meta: ChunkMeta, public_key: bytes
 ) -> SignedChunk:
     """The chunk `meta` lists, read whole and checked; an export never carries a forgery."""

@@ -45,7 +45,7 @@ class RunningCentral:
         method: str,
         path: str,
         *,
-        token: str | None = "admin",
+        token: str | None = "admin",  # noqa: S107 - names whose token, not a secret
         headers: Mapping[str, str] | None = None,
         **kwargs: Any,
     ) -> tuple[int, Any]:

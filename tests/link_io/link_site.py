@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from agent.accounts import Accounts
-from agent.config import AgentConfig
+from agent.config import AgentConfig, load_agent_config
 from agent.link_endpoint import link_route
 from agent.site_runtime import AgentSite
 from agent.site_service import SiteService
@@ -61,8 +61,16 @@ class LinkSite:
 
 
 @contextlib.asynccontextmanager
-async def running_link_site(directory: Path, *, api_toml: str = "") -> AsyncIterator[LinkSite]:
-    config = api_config(directory, api_toml=api_toml)
+async def running_link_site(
+    directory: Path, *, api_toml: str = "", port: int = 0
+) -> AsyncIterator[LinkSite]:
+    """The site in `directory`: made the first time, the same site (identity, key, store)
+    when started again there; `port` 0 picks a free one."""
+    existing = directory / "agent.toml"
+    if existing.exists():
+        config = load_agent_config(existing)
+    else:
+        config = api_config(directory, api_toml=api_toml)
     clock = SystemClock()
     signer = await asyncio.to_thread(SiteSigner.load_or_create, config.storage.key_path)
     identity = await asyncio.to_thread(site_identity, config, clock)
@@ -100,7 +108,7 @@ async def running_link_site(directory: Path, *, api_toml: str = "") -> AsyncIter
         read_timeout_s=READ_TIMEOUT_S,
     )
     app = build_web_app(service, Accounts(config.users, clock=clock), extra_routes=[route])
-    server = ApiServer(app, host="127.0.0.1", port=0, ssl_context=identity.server_ssl_context())
+    server = ApiServer(app, host="127.0.0.1", port=port, ssl_context=identity.server_ssl_context())
     recording = asyncio.create_task(site.run(), name="site")
     try:
         port = await server.start()

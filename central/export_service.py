@@ -1,0 +1,368 @@
+"""Exports made at the central on request: a device's recording of a range, written to a
+folder of exports and downloadable for a day.
+
+Each export lives in a folder of its own, named by a random id, holding the media file
+(named as the client asked, so the evidence's manifest names the file the client keeps), its
+evidence beside it, and `.export.json`, written last, which records what the export is and
+whose it is. A folder without that record is an export still running, or debris of one that
+failed or was interrupted.
+
+The work itself is `central.export.exporter.export_range`, blocking, run in a worker thread
+against the central's chunk store; chunks there carry the site's own ids (the site's
+`remote_site_id`, the device's `remote_device_id`) and are checked against the public key the
+central pinned when it added the site. At most `max_running` exports run at once (more are
+refused, not queued: each holds a thread and writes a file that may be large), and before
+each new export, exports older than `keep_s` and debris are deleted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import re
+import secrets
+import shutil
+import threading
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from central.catalog.catalog import Catalog
+from central.catalog.records import DeviceRecord
+from central.export.chunk_source import ChunkSource
+from central.export.errors import ExportError
+from central.export.evidence import evidence_path_for
+from central.export.export_writer import ExportContainer
+from central.export.exporter import export_range
+from central.export.quality_plan import HQ_STREAM, LQ_STREAM
+from shared.api_input import format_instant
+from shared.atomic_file import write_atomically
+from shared.chunk import SignedChunk
+from shared.clock import NS_PER_S, Clock
+from shared.store.chunk_meta import ChunkMeta
+
+__all__ = [
+    "EXPORT_KEEP_S",
+    "MAX_EXPORT_RANGE_S",
+    "MAX_RUNNING_EXPORTS",
+    "ExportRequest",
+    "ExportService",
+    "ExportsBusy",
+    "FinishedExport",
+    "NothingRecorded",
+    "check_file_name",
+]
+
+EXPORT_KEEP_S = 24 * 3600
+MAX_EXPORT_RANGE_S = 24 * 3600
+MAX_RUNNING_EXPORTS = 2
+MAX_FILE_NAME_CHARS = 200
+RECORD_NAME = ".export.json"
+_EXPORT_ID = re.compile(r"[0-9a-f]{32}")
+_UNSAFE_IN_NAME = re.compile(r"[/\\\x00-\x1f\x7f]")
+
+
+class ExportsBusy(Exception):
+    """As many exports as allowed are running; the caller may try again later."""
+
+
+class NothingRecorded(ExportError):
+    """The central holds no video of the device in the range."""
+
+
+@dataclass(frozen=True, slots=True)
+class ExportRequest:
+    """What to export, for whom; `file_name` names the media file (the default names the
+    device and the start)."""
+
+    device_id: str  # the central's id
+    start_ns: int
+    end_ns: int
+    container: ExportContainer
+    username: str
+    file_name: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.end_ns <= self.start_ns:
+            raise ValueError(f"the range [{self.start_ns}, {self.end_ns}) is empty")
+        if self.end_ns - self.start_ns > MAX_EXPORT_RANGE_S * NS_PER_S:
+            raise ValueError(f"the range is longer than {MAX_EXPORT_RANGE_S} s")
+        if self.file_name is not None and (problem := check_file_name(self.file_name)):
+            raise ValueError(f"file name {self.file_name!r}: {problem}")
+
+
+@dataclass(frozen=True, slots=True)
+class FinishedExport:
+    """An export on disk, as its record describes it."""
+
+    export_id: str
+    device_id: str
+    username: str
+    start_ns: int
+    end_ns: int
+    container: str
+    file_name: str
+    media_bytes: int
+    media_sha256: str  # hex
+    evidence_bytes: int
+    duration_ns: int
+    created_ns: int
+    folder: Path
+
+    @property
+    def media_path(self) -> Path:
+        return self.folder / self.file_name
+
+    @property
+    def evidence_path(self) -> Path:
+        return evidence_path_for(self.media_path)
+
+    def record_json(self) -> bytes:
+        fields = asdict(self)
+        del fields["folder"]
+        return json.dumps(fields, indent=1).encode()
+
+    @classmethod
+    def from_record(cls, folder: Path, data: bytes) -> FinishedExport:
+        """The export a record describes; ValueError or KeyError when it is malformed."""
+        fields = json.loads(data)
+        if not isinstance(fields, dict):
+            raise ValueError("the record is not a JSON object")
+        return cls(folder=folder, **fields)
+
+
+def check_file_name(name: str) -> str | None:
+    """None if `name` may name an export's media file, else what is wrong with it."""
+    if not 0 < len(name) <= MAX_FILE_NAME_CHARS:
+        return f"must be 1 to {MAX_FILE_NAME_CHARS} characters"
+    if not _is_unicode(name):
+        return "must be Unicode text (it holds a lone surrogate)"
+    if _UNSAFE_IN_NAME.search(name):
+        return "must be a plain file name: no slashes, backslashes or control characters"
+    if name in (".", "..", RECORD_NAME):
+        return f"{name!r} cannot name a file"
+    return None
+
+
+class _ClosableSource:
+    """The chunk source as exports read it: closed before the store is, so that no export
+    thread still running reads a closed store (it fails with `ExportError` instead)."""
+
+    def __init__(self, source: ChunkSource) -> None:
+        self._source = source
+        self._condition = threading.Condition()
+        self._reads = 0
+        self._closed = False
+
+    def chunk_metas(
+        self, device_id: str, stream: str, start_ns: int, end_ns: int, *, site_id: str
+    ) -> Sequence[ChunkMeta]:
+        with self._reading():
+            return self._source.chunk_metas(device_id, stream, start_ns, end_ns, site_id=site_id)
+
+    def read_chunk(
+        self, device_id: str, stream: str, seq: int, *, site_id: str
+    ) -> SignedChunk | None:
+        with self._reading():
+            return self._source.read_chunk(device_id, stream, seq, site_id=site_id)
+
+    def close(self) -> None:
+        """Wait for the reads in progress; none starts after (blocking)."""
+        with self._condition:
+            self._closed = True
+            self._condition.wait_for(lambda: self._reads == 0)
+
+    @contextlib.contextmanager
+    def _reading(self) -> Iterator[None]:
+        with self._condition:
+            if self._closed:
+                raise ExportError("the central is stopping; the export was abandoned")
+            self._reads += 1
+        try:
+            yield
+        finally:
+            with self._condition:
+                self._reads -= 1
+                self._condition.notify_all()
+
+
+def _is_unicode(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+class ExportService:
+    """See the module docstring."""
+
+    def __init__(
+        self,
+        catalog: Catalog,
+        source: ChunkSource,
+        folder: Path,
+        *,
+        clock: Clock,
+        keep_s: float = EXPORT_KEEP_S,
+        max_running: int = MAX_RUNNING_EXPORTS,
+    ) -> None:
+        if max_running < 1:
+            raise ValueError(f"max_running must be at least 1, not {max_running}")
+        self._catalog = catalog
+        self._source = _ClosableSource(source)
+        self._folder = folder
+        self._clock = clock
+        self._keep_ns = round(keep_s * NS_PER_S)
+        self._max_running = max_running
+        self._active = 0  # exports whose worker thread has not finished (event loop only)
+        self._lock = threading.Lock()  # folder scans against exports starting
+        self._running: set[str] = set()  # ids whose folders are being written (under _lock)
+
+    @property
+    def folder(self) -> Path:
+        return self._folder
+
+    async def export(self, request: ExportRequest) -> FinishedExport:
+        """Make the export `request` asks for.
+
+        Raises `NotFound` for an unknown device, `ExportsBusy` when `max_running` exports are
+        running, `NothingRecorded` when the central holds no video in the range, and
+        `ExportError` when the export cannot be made otherwise.
+        """
+        if self._active >= self._max_running:
+            raise ExportsBusy(
+                f"{self._active} exports are running, the most this central makes at once; "
+                "try again when one has finished"
+            )
+        self._active += 1
+        work = asyncio.ensure_future(asyncio.to_thread(self._export, request))
+        # Counted until the thread ends, even when the request that started it goes away.
+        work.add_done_callback(self._finished)
+        return await asyncio.shield(work)
+
+    def _finished(self, _: asyncio.Future[FinishedExport]) -> None:
+        self._active -= 1
+
+    async def close(self) -> None:
+        """Stop reading the chunk store: call before closing it. Exports still running fail."""
+        await asyncio.to_thread(self._source.close)
+
+    async def finished(self, export_id: str) -> FinishedExport | None:
+        """The finished, unexpired export with this id, or None."""
+        if not _EXPORT_ID.fullmatch(export_id):
+            return None
+        export = await asyncio.to_thread(self._read_record, self._folder / export_id)
+        if export is None or self._expired(export):
+            return None
+        return export
+
+    def remove_expired(self) -> int:
+        """Delete exports older than `keep_s` and the debris of failed ones; how many were
+        deleted (blocking)."""
+        with self._lock:
+            if not self._folder.is_dir():
+                return 0
+            removed = 0
+            for entry in sorted(self._folder.iterdir()):
+                if entry.name in self._running or not entry.is_dir():
+                    continue
+                export = self._read_record(entry)
+                if export is None or self._expired(export):
+                    shutil.rmtree(entry, ignore_errors=True)
+                    removed += 1
+            return removed
+
+    # -- inside (worker thread) ------------------------------------------------------------
+
+    def _export(self, request: ExportRequest) -> FinishedExport:
+        start_ns, end_ns = request.start_ns, request.end_ns
+        device = self._catalog.device(request.device_id)
+        site = self._catalog.site(device.site_id)
+        if site.remote_site_id is None or site.public_key is None:
+            raise ExportError(
+                f"site {site.site_id} ({site.name!r}) was never reached, so the central holds "
+                "nothing of it"
+            )
+        remote_site_id = site.remote_site_id
+        if not self._has_video(remote_site_id, device.remote_device_id, start_ns, end_ns):
+            raise NothingRecorded(_nothing_recorded(device, start_ns, end_ns))
+        self.remove_expired()
+        export_id = secrets.token_hex(16)
+        folder = self._folder / export_id
+        with self._lock:
+            self._running.add(export_id)
+        try:
+            self._folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+            folder.mkdir(mode=0o700)  # recordings: not for every local account to read
+            name = request.file_name or _default_file_name(device, start_ns, request.container)
+            summary = export_range(
+                self._source,
+                {remote_site_id: site.public_key},
+                remote_site_id,
+                device.remote_device_id,
+                start_ns,
+                end_ns,
+                folder / name,
+                request.container,
+                clock=self._clock,
+                device_name=device.name,
+            )
+            export = FinishedExport(
+                export_id=export_id,
+                device_id=device.device_id,
+                username=request.username,
+                start_ns=start_ns,
+                end_ns=end_ns,
+                container=summary.container.value,
+                file_name=name,
+                media_bytes=summary.media_bytes,
+                media_sha256=summary.media_sha256.hex(),
+                evidence_bytes=summary.evidence_path.stat().st_size,
+                duration_ns=summary.duration_ns,
+                created_ns=self._clock.now_ns(),
+                folder=folder,
+            )
+            write_atomically(folder / RECORD_NAME, export.record_json(), mode=0o640)
+            return export
+        except BaseException:
+            shutil.rmtree(folder, ignore_errors=True)
+            raise
+        finally:
+            with self._lock:
+                self._running.discard(export_id)
+
+    def _has_video(self, site_id: str, device_id: str, start_ns: int, end_ns: int) -> bool:
+        return any(
+            self._source.chunk_metas(device_id, stream, start_ns, end_ns, site_id=site_id)
+            for stream in (LQ_STREAM, HQ_STREAM)
+        )
+
+    def _expired(self, export: FinishedExport) -> bool:
+        return self._clock.now_ns() - export.created_ns >= self._keep_ns
+
+    @staticmethod
+    def _read_record(folder: Path) -> FinishedExport | None:
+        try:
+            export = FinishedExport.from_record(folder, (folder / RECORD_NAME).read_bytes())
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+        if export.export_id != folder.name or check_file_name(export.file_name) is not None:
+            return None
+        return export
+
+
+def _nothing_recorded(device: DeviceRecord, start_ns: int, end_ns: int) -> str:
+    return (
+        f"device {device.device_id} ({device.name!r}): the central holds no video of it from "
+        f"{format_instant(start_ns)} to {format_instant(end_ns)}. A recording kept only at "
+        "the site must be retrieved to the central before it can be exported (this device's "
+        f"recording setting is {device.recording!r})"
+    )
+
+
+def _default_file_name(device: DeviceRecord, start_ns: int, container: ExportContainer) -> str:
+    instant = format_instant(start_ns).replace(":", "").replace("-", "")
+    stem = re.sub(r"[^A-Za-z0-9._-]", "-", device.device_id)
+    return f"{stem}-{instant}.{container.value}"
