@@ -75,7 +75,9 @@ async def run_demo(
         for site, process in zip(sites, processes, strict=True):
             await _add_site(api, site, process)
         await _wait_until_online(api, len(sites))
-        _print_welcome(node, password, sites, data_dir)
+        _, devices = await api.call("GET", "/devices")
+        cameras = [d["id"] for d in devices["devices"] if d["kind"] == "camera"]
+        _print_welcome(node, password, sites, data_dir, cameras[0] if cameras else "DEVICE_ID")
         waiting = asyncio.create_task(stop.wait())
         try:
             async with asyncio.timeout(duration_s):
@@ -245,7 +247,9 @@ async def _site_fingerprint(site: DemoSite, process: _AgentProcess) -> str:
             await asyncio.sleep(0.3)
 
 
-def _print_welcome(node: CentralNode, password: str, sites: list[DemoSite], data_dir: Path) -> None:
+def _print_welcome(
+    node: CentralNode, password: str, sites: list[DemoSite], data_dir: Path, camera: str
+) -> None:
     assert node.identity is not None
     base = node.base_url
     fingerprint = node.identity.fingerprint
@@ -266,8 +270,9 @@ Try, in another terminal (from the repository):
          SITELINE_CENTRAL_FINGERPRINT={fingerprint}
   siteline site list
   curl -sk -X POST {base}/api/v1/auth/login -d '{{"username":"admin","password":"{password}"}}'
-  siteline export --device DEVICE_ID --start 2026-01-01T10:00:00Z --end 2026-01-01T10:01:00Z \\
-         --out clip.mp4 && siteline verify clip.mp4
+  # after a minute or so: the last half minute of the first camera, recorded at the central
+  siteline export --device {camera} --start $(date -u -d '-40 sec' +%FT%TZ) \\
+         --end $(date -u -d '-10 sec' +%FT%TZ) --out clip.mp4 && siteline verify clip.mp4
 
 Ctrl-C stops everything.
 """,
