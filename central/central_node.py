@@ -36,6 +36,7 @@ from central.connector_state import ConnectorPolicy
 from central.device_timeline import DeviceTimelines
 from central.export_service import ExportService
 from central.live_feeds import LiveFeeds
+from central.receipt_book import ReceiptBook
 from central.site_dialer import SiteDialer
 from central.site_discovery import SiteDiscovery
 from central.site_link_work import SiteLinkWork
@@ -52,6 +53,7 @@ from shared.tls_identity import TlsIdentity, server_identity
 _log = logging.getLogger("siteline.central")
 
 RETENTION_INTERVAL_S = 60.0
+RECEIPTS_FOLDER = "receipts"
 
 
 def central_version() -> str:
@@ -69,6 +71,7 @@ class _Opened:
     identity: TlsIdentity | None
     catalog: SqliteCatalog
     store: ChunkStore
+    receipts: ReceiptBook
 
 
 class CentralNode:
@@ -81,6 +84,7 @@ class CentralNode:
         self.identity = opened.identity
         self.catalog = opened.catalog
         self.store = opened.store
+        self.receipts = opened.receipts
         self.version = central_version()
         self._http: aiohttp.ClientSession | None = None
         self._server: ApiServer | None = None
@@ -122,7 +126,15 @@ class CentralNode:
         except BaseException:
             catalog.close()
             raise
-        return cls(config, _Opened(signer, identity, catalog, store), clock=clock)
+        try:
+            receipts = ReceiptBook.open(
+                config.storage.media_path.parent / RECEIPTS_FOLDER, signer, clock=clock
+            )
+        except BaseException:
+            store.close()
+            catalog.close()
+            raise
+        return cls(config, _Opened(signer, identity, catalog, store, receipts), clock=clock)
 
     @property
     def base_url(self) -> str:
@@ -141,7 +153,7 @@ class CentralNode:
             connector=aiohttp.TCPConnector(limit=0),
             timeout=aiohttp.ClientTimeout(sock_connect=10),
         )
-        self.live = LiveFeeds(self.catalog, self.store, clock=clock)
+        self.live = LiveFeeds(self.catalog, self.store, clock=clock, receipts=self.receipts)
         registry = SiteRegistry(
             self.catalog,
             dialer=SiteDialer(
@@ -184,7 +196,12 @@ class CentralNode:
             live=self.live,
             discovery=SiteDiscovery(self.catalog, clock=clock),
             exports=ExportService(
-                self.catalog, self.store, config.storage.media_path.parent / "exports", clock=clock
+                self.catalog,
+                self.store,
+                config.storage.media_path.parent / "exports",
+                clock=clock,
+                receipts=self.receipts,
+                central_public_key=self.signer.public_key,
             ),
             store=self.store,
             clock=clock,
@@ -241,6 +258,7 @@ class CentralNode:
         await asyncio.to_thread(self._close_stores)
 
     def _close_stores(self) -> None:
+        self.receipts.close()
         self.store.close()
         self.catalog.close()
 
@@ -253,6 +271,8 @@ class CentralNode:
                     _log.info("retention removed %d chunks", deleted)
                 if report.pending:
                     continue  # more to delete: go on after letting writers in
+                horizon_ns = self.clock.now_ns() - self.config.storage.max_age_s * NS_PER_S
+                await asyncio.to_thread(self.receipts.prune, horizon_ns)
             except Exception:
                 _log.exception("retention failed; trying again later")
             await self.clock.sleep(RETENTION_INTERVAL_S)

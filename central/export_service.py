@@ -35,7 +35,9 @@ from central.export.errors import ExportError
 from central.export.evidence import evidence_path_for
 from central.export.export_writer import ExportContainer
 from central.export.exporter import export_range
+from central.export.ingest_receipt import IngestReceipt
 from central.export.quality_plan import HQ_STREAM, LQ_STREAM
+from central.receipt_book import ReceiptBook
 from shared.api_input import format_instant
 from shared.atomic_file import write_atomically
 from shared.chunk import SignedChunk
@@ -207,6 +209,8 @@ class ExportService:
         clock: Clock,
         keep_s: float = EXPORT_KEEP_S,
         max_running: int = MAX_RUNNING_EXPORTS,
+        receipts: ReceiptBook | None = None,
+        central_public_key: bytes | None = None,
     ) -> None:
         if max_running < 1:
             raise ValueError(f"max_running must be at least 1, not {max_running}")
@@ -216,9 +220,27 @@ class ExportService:
         self._clock = clock
         self._keep_ns = round(keep_s * NS_PER_S)
         self._max_running = max_running
+        self._receipts = receipts
+        self._central_public_key = central_public_key
         self._active = 0  # exports whose worker thread has not finished (event loop only)
         self._lock = threading.Lock()  # folder scans against exports starting
         self._running: set[str] = set()  # ids whose folders are being written (under _lock)
+
+    def _receipts_for(
+        self, site_id: str, device_id: str, start_ns: int, end_ns: int
+    ) -> list[IngestReceipt]:
+        """The central's receipts for the chunks of the range (the exporter keeps those of
+        the chunks it uses)."""
+        if self._receipts is None:
+            return []
+        hashes = [
+            meta.chunk_hash
+            for stream in (LQ_STREAM, HQ_STREAM)
+            for meta in self._source.chunk_metas(
+                device_id, stream, start_ns, end_ns, site_id=site_id
+            )
+        ]
+        return self._receipts.receipts(hashes)
 
     @property
     def folder(self) -> Path:
@@ -308,6 +330,10 @@ class ExportService:
                 request.container,
                 clock=self._clock,
                 device_name=device.name,
+                receipts=self._receipts_for(
+                    remote_site_id, device.remote_device_id, start_ns, end_ns
+                ),
+                central_public_key=self._central_public_key,
             )
             export = FinishedExport(
                 export_id=export_id,

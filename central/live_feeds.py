@@ -36,7 +36,9 @@ from central.catalog.catalog import Catalog
 from central.catalog.errors import NotFound
 from central.catalog.records import DeviceRecord, SiteRecord
 from central.central_rule import CentralRule
+from central.receipt_book import ReceiptBook
 from central.relay_recording import RelayRecording, RelayRecordingStatus, rule_gate
+from shared.chunk import SignedChunk
 from shared.clock import Clock
 from shared.link import events as ev
 from shared.link_io.client import LinkClient, LinkLost, RequestFailed
@@ -107,12 +109,14 @@ class LiveFeeds:
         clock: Clock,
         relay: LiveRelay | None = None,
         linger_s: float = DEFAULT_LINGER_S,
+        receipts: ReceiptBook | None = None,
     ) -> None:
         self._catalog = catalog
         self._store = store
         self._clock = clock
         self.relay = relay or LiveRelay()
         self._linger_s = linger_s
+        self._receipts = receipts
         self._feeds: dict[str, _Feed] = {}
         self._links: dict[str, LinkClient] = {}
         self._link_changed: dict[str, asyncio.Event] = {}
@@ -284,12 +288,18 @@ class LiveFeeds:
                     gate=rule_gate(rule, time_zone=site.time_zone),
                     clock=self._clock,
                     on_live=publish,
+                    on_stored=self._receipt,
                 )
             await feed.recording.run(link)
             return
         async with link.live(device.remote_device_id, LIVE_STREAM) as batches:
             async for batch in batches:
                 publish(batch)
+
+    async def _receipt(self, chunk: SignedChunk) -> None:
+        """The central's ingest receipt for a chunk it has just stored."""
+        if self._receipts is not None:
+            await asyncio.to_thread(self._receipts.issue, [chunk])
 
     async def _forward(self, site_id: str, event: Any) -> None:
         for feed in list(self._feeds.values()):

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -146,6 +146,7 @@ class RelayRecording:
         gate: RecordingGate[RelayedChunk],
         clock: Clock,
         on_live: Callable[[ev.LiveReceived], None] | None = None,
+        on_stored: Callable[[SignedChunk], Awaitable[None]] | None = None,
         trigger_inputs: frozenset[str] | None = None,
         max_packet_age_ns: int = DEFAULT_MAX_PACKET_AGE_NS,
         max_kept_bytes: int = DEFAULT_MAX_KEPT_BYTES,
@@ -156,6 +157,7 @@ class RelayRecording:
         self._gate = gate
         self._clock = clock
         self._on_live = on_live
+        self._on_stored = on_stored
         self._trigger_inputs = trigger_inputs
         self._recorder = RelayRecorder(
             expectation,
@@ -294,3 +296,5 @@ class RelayRecording:
                 self._stored += 1
             else:
                 self._already_stored += 1
+            if self._on_stored is not None:
+                await self._on_stored(chunk)

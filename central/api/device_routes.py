@@ -10,12 +10,20 @@ from central.api.account_routes import no_query
 from central.api.bodies import device_json, timeline_json
 from central.api.body_members import optional_object
 from central.api.services import SERVICES, CentralServices
-from central.api.web_app import ApiRoute, principal_may
+from central.api.web_app import ApiError, ApiRoute, principal_may
 from central.auth import Action
 from central.catalog.records import LIVE_FEEDS, RECORDINGS, DeviceRecord
 from central.central_rule import CentralRule
 from central.connector_state import ConnectorStatus
-from shared.api_input import BadRequest, json_object, optional_string, parse_instant, query_values
+from central.live_feeds import LiveRefused
+from shared.api_input import (
+    BadRequest,
+    json_object,
+    optional_string,
+    parse_instant,
+    query_values,
+    required_string,
+)
 from shared.clock import NS_PER_S
 
 MAX_TIMELINE_RANGE_NS = 366 * 86_400 * NS_PER_S
@@ -27,6 +35,8 @@ def device_routes() -> list[ApiRoute]:
         ApiRoute("GET", "/devices/{device_id}", _get_device, Action.VIEW),
         ApiRoute("PATCH", "/devices/{device_id}", _change_device, Action.CONFIGURE_DEVICES),
         ApiRoute("GET", "/devices/{device_id}/timeline", _timeline, Action.VIEW),
+        ApiRoute("POST", "/devices/{device_id}/recording", _manual, Action.CONFIGURE_DEVICES),
+        ApiRoute("GET", "/devices/{device_id}/recording", _recording, Action.VIEW),
     ]
 
 
@@ -114,3 +124,56 @@ async def _timeline(request: web.Request) -> web.Response:
     services = request.app[SERVICES]
     timeline = await services.timelines.timeline(request.match_info["device_id"], start_ns, end_ns)
     return web.json_response(timeline_json(timeline))
+
+
+async def _manual(request: web.Request) -> web.Response:
+    """An operator starts or stops recording at the central (rule `manual`)."""
+    no_query(request)
+    body = json_object(await request.read(), allowed=("action",))
+    action = required_string(body, "action")
+    if action not in ("start", "stop"):
+        raise BadRequest("action", "must be start or stop")
+    services = request.app[SERVICES]
+    device = await asyncio.to_thread(services.catalog.device, request.match_info["device_id"])
+    if device.recording == "site_only":
+        raise ApiError(
+            409, "not_recording", "the device is recorded only at its site (recording site_only)"
+        )
+    try:
+        await services.live.manual_recording(device.device_id, start=action == "start")
+    except LiveRefused as exc:
+        raise ApiError(409, exc.code, exc.message) from exc
+    return await _recording(request)
+
+
+async def _recording(request: web.Request) -> web.Response:
+    """How the central's recording of the device goes."""
+    no_query(request)
+    services = request.app[SERVICES]
+    device = await asyncio.to_thread(services.catalog.device, request.match_info["device_id"])
+    status = services.live.recording_status(device.device_id)
+    state = services.live.feed_state(device.device_id)
+    return web.json_response(
+        {
+            "device_id": device.device_id,
+            "recording": device.recording,
+            "central_rule": CentralRule.from_json(device.central_rule).to_json(),
+            "feed": None
+            if state is None
+            else {"streaming": state.streaming, "reason": state.reason},
+            "status": None
+            if status is None
+            else {
+                "chunks_stored": status.chunks_stored,
+                "chunks_already_stored": status.chunks_already_stored,
+                "chunks_missed": status.chunks_missed,
+                "chunks_refused": status.chunks_refused,
+                "chunks_not_wanted": status.chunks_not_wanted,
+                "chunks_pre_buffered": status.chunks_pre_buffered,
+                "chunks_failed": status.chunks_failed,
+                "unsealed_packets_dropped": status.unsealed_packets_dropped,
+                "recent_problems": list(status.recent_problems),
+                "notice": status.notice,
+            },
+        }
+    )

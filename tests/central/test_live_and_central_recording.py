@@ -223,6 +223,14 @@ async def test_the_reference_stream_is_recorded_at_the_central_as_the_site_signe
             assert at_central is not None
             assert at_site is not None
             assert at_central == at_site
+        # Each stored chunk has the central's signed ingest receipt.
+        receipts = await asyncio.to_thread(
+            central.node.receipts.receipts, [meta.chunk_hash for meta in metas]
+        )
+        assert len(receipts) == len(metas)
+        for receipt in receipts:
+            assert receipt.site_id == remote_site
+            assert receipt.verify(central.node.signer.public_key)
         timeline = await central.call(
             "GET",
             f"/devices/{ids['cam-a']}/timeline?start={_iso(metas[0].header.start_ns)}"
@@ -310,3 +318,49 @@ async def test_playback_of_nothing_is_a_clear_refusal(tmp_path: Path) -> None:
         )
         assert status == 400
         assert body["error"]["field"] == "end"
+
+
+async def test_manual_recording_at_the_central_starts_and_stops_on_request(tmp_path: Path) -> None:
+    async with (
+        running_link_site(tmp_path / "site") as site,
+        running_central(tmp_path / "central") as central,
+    ):
+        ids = await _add(central, site)
+        device = ids["cam-a"]
+        status, body = await central.call(
+            "PATCH",
+            f"/devices/{device}",
+            json={"recording": "central_only", "central_rule": {"mode": "manual"}},
+        )
+        assert status == 200, body
+        remote_site = site.config.site.id
+        store = central.node.store
+
+        async def stored() -> int:
+            metas = await asyncio.to_thread(
+                store.chunk_metas, "cam-a", "lq", 0, 1 << 62, site_id=remote_site
+            )
+            return len(metas)
+
+        async with asyncio.timeout(WAIT_S):
+            while True:  # the feed runs, its chunks are left out by the rule
+                _, state = await central.call("GET", f"/devices/{device}/recording")
+                if state["status"] and state["status"]["chunks_not_wanted"] >= 2:
+                    break
+                await asyncio.sleep(0.2)
+        assert await stored() == 0
+        status, state = await central.call(
+            "POST", f"/devices/{device}/recording", json={"action": "start"}
+        )
+        assert status == 200, state
+        async with asyncio.timeout(WAIT_S):
+            while await stored() < 2:  # noqa: ASYNC110 - the store fills in another task
+                await asyncio.sleep(0.2)
+        status, _ = await central.call(
+            "POST", f"/devices/{device}/recording", json={"action": "stop"}
+        )
+        assert status == 200
+        status, body = await central.call(
+            "POST", f"/devices/{device}/recording", json={"action": "pause"}
+        )
+        assert (status, body["error"]["field"]) == (400, "action")
