@@ -15,13 +15,13 @@ one at a time in a worker thread, so memory stays at one chunk and the pace is t
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Generator, Iterator
+from collections.abc import Generator
 from dataclasses import dataclass
 
 from central.export.chunk_source import ChunkSource
 from central.export.errors import ExportError
 from central.export.exporter import authentic_chunk
-from central.export.output_packets import OUTPUT_TIME_BASE, OutputPacket, output_packets
+from central.export.output_packets import OUTPUT_TIME_BASE, output_packets
 from central.export.quality_plan import HQ_STREAM, LQ_STREAM, PlanGap, PlanSegment, plan_playback
 from shared.chunk import SignedChunk
 from shared.fragmented_mp4 import FragmentedMp4Writer
@@ -95,42 +95,51 @@ def playback_pieces(
             waiting = []
             index += 1
 
-    def chunks() -> Iterator[tuple[PlanSegment, SignedChunk]]:
-        for segment in segments:
-            meta = metas[(segment.stream, segment.seq)]
-            yield segment, authentic_chunk(source, site_id, device_id, meta, public_key)
-
-    writer: FragmentedMp4Writer | None = None
-    run: list[OutputPacket] = []
-
-    def flush() -> Iterator[PlaybackPiece]:
-        nonlocal writer
-        if not run:
-            return
-        first = run[0]
-        segment = segments[first.segment_index]
-        codec = _in_output_time(first.codec)
-        if writer is None:
-            writer = FragmentedMp4Writer(codec)
-            yield PlaybackInit(writer.mime_type, writer.init_segment)
-        elif first.config_change:
-            init = writer.change_codec(codec)
-            yield PlaybackInit(writer.mime_type, init)
-        data = b"".join(f.data for f in writer.fragments(run))
-        run.clear()
-        if data:
-            yield PlaybackMedia(data, segment.stream, segment.start_ns, segment.end_ns)
-
-    for packet in output_packets(chunks(), origin_ns=origin_ns):
-        if run and packet.segment_index != run[0].segment_index:
-            yield from flush()
-        if packet.packet_index == segments[packet.segment_index].first_packet:
-            for gap in gaps_before.get(packet.segment_index, []):
-                yield PlaybackGap(gap.start_ns, gap.end_ns, gap.declared)
-        run.append(packet)
-    yield from flush()
+    writer = PlaybackWriter(origin_ns)
+    for index, segment in enumerate(segments):
+        for gap in gaps_before.get(index, []):
+            yield PlaybackGap(gap.start_ns, gap.end_ns, gap.declared)
+        meta = metas[(segment.stream, segment.seq)]
+        chunk = authentic_chunk(source, site_id, device_id, meta, public_key)
+        yield from writer.pieces(segment, chunk)
     for gap in waiting:
         yield PlaybackGap(gap.start_ns, gap.end_ns, gap.declared)
+
+
+class PlaybackWriter:
+    """Turns segments of checked chunks, in play order, into init and media pieces: a new
+    init segment at the start and whenever the stream's configuration changes."""
+
+    def __init__(self, origin_ns: int) -> None:
+        self._origin_ns = origin_ns
+        self._writer: FragmentedMp4Writer | None = None
+        self._codec: CodecConfig | None = None
+
+    def pieces(self, segment: PlanSegment, chunk: SignedChunk) -> list[PlaybackPiece]:
+        packets = list(output_packets([(segment, chunk)], origin_ns=self._origin_ns))
+        if not packets:
+            return []
+        out: list[PlaybackPiece] = []
+        codec = chunk.header.codec
+        if self._writer is None:
+            self._writer = FragmentedMp4Writer(_in_output_time(codec))
+            out.append(PlaybackInit(self._writer.mime_type, self._writer.init_segment))
+        elif codec != self._codec:
+            init = self._writer.change_codec(_in_output_time(codec))
+            out.append(PlaybackInit(self._writer.mime_type, init))
+        self._codec = codec
+        data = b"".join(f.data for f in self._writer.fragments(packets))
+        if data:
+            out.append(PlaybackMedia(data, segment.stream, segment.start_ns, segment.end_ns))
+        return out
+
+
+def whole_chunk_segment(chunk: SignedChunk) -> PlanSegment:
+    """A segment that plays all of a chunk."""
+    header = chunk.header
+    return PlanSegment(
+        header.stream, header.seq, 0, len(header.packets) - 1, header.start_ns, header.end_ns
+    )
 
 
 def _in_output_time(codec: CodecConfig) -> CodecConfig:

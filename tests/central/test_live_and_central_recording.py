@@ -301,23 +301,70 @@ async def test_playback_switches_from_lq_to_hq_and_back_without_a_gap(tmp_path: 
             assert await asyncio.to_thread(_ffprobe_frames, out) > 0
 
 
-async def test_playback_of_nothing_is_a_clear_refusal(tmp_path: Path) -> None:
+async def test_a_site_only_device_plays_from_the_site_in_high_quality(tmp_path: Path) -> None:
     async with (
         running_link_site(tmp_path / "site") as site,
         running_central(tmp_path / "central") as central,
     ):
-        ids = await _add(central, site)
+        ids = await _add(central, site)  # recording site_only: the default
+        await site.wait_for_chunks("cam-a", "hq", 4)
+        metas = await asyncio.to_thread(site.store.chunk_metas, "cam-a", "hq", 0, 1 << 62)
+        start, end = _iso(metas[0].header.start_ns), _iso(metas[3].header.end_ns)
+        texts: list[dict[str, Any]] = []
+        media = b""
+        async with central.client.ws_connect(
+            central.url(f"/devices/{ids['cam-a']}/playback?start={start}&end={end}"),
+            headers={"Authorization": f"Bearer {central.token}"},
+        ) as socket:
+            async with asyncio.timeout(WAIT_S):
+                async for message in socket:
+                    if message.type == aiohttp.WSMsgType.TEXT:
+                        texts.append(json.loads(message.data))
+                    elif message.type == aiohttp.WSMsgType.BINARY:
+                        media += message.data
+        assert texts[-1] == {"type": "end"}, texts[-3:]
+        streams = {t["stream"] for t in texts if t["type"] == "segment"}
+        assert streams == {"hq"}
+        assert len([t for t in texts if t["type"] == "segment"]) >= 4
+        out = tmp_path / "from-site.mp4"
+        out.write_bytes(media)
+        assert await asyncio.to_thread(_ffprobe_frames, out) > 0
+        # nothing is stored at the central: it was a gateway
+        held = await asyncio.to_thread(
+            central.node.store.chunk_metas,
+            "cam-a",
+            "hq",
+            0,
+            1 << 62,
+            site_id=site.config.site.id,
+        )
+        assert held == []
+
+
+async def test_playback_of_nothing_is_a_clear_refusal(tmp_path: Path) -> None:
+    async with running_central(tmp_path / "central") as central:
+        async with running_link_site(tmp_path / "site") as site:
+            ids = await _add(central, site)
+            status, body = await central.call(
+                "GET",
+                f"/devices/{ids['cam-a']}/playback"
+                "?start=2020-01-01T00:00:00Z&end=2020-01-01T01:00:00Z",
+            )
+            assert (status, body["error"]["code"]) == (409, "nothing_recorded"), body
+            status, body = await central.call(
+                "GET", f"/devices/{ids['cam-a']}/playback?start=2020-01-01T00:00:00Z&end=yesterday"
+            )
+            assert status == 400
+            assert body["error"]["field"] == "end"
+        site_id = (await central.call("GET", "/sites"))[1]["sites"][0]["id"]
+        async with asyncio.timeout(WAIT_S):
+            while central.node.registry.link(site_id) is not None:  # noqa: ASYNC110
+                await asyncio.sleep(0.1)
         status, body = await central.call(
             "GET",
             f"/devices/{ids['cam-a']}/playback?start=2020-01-01T00:00:00Z&end=2020-01-01T01:00:00Z",
         )
-        assert status == 409
-        assert "retrieve" in body["error"]["message"]
-        status, body = await central.call(
-            "GET", f"/devices/{ids['cam-a']}/playback?start=2020-01-01T00:00:00Z&end=yesterday"
-        )
-        assert status == 400
-        assert body["error"]["field"] == "end"
+        assert (status, body["error"]["code"]) == (409, "site_offline"), body
 
 
 async def test_manual_recording_at_the_central_starts_and_stops_on_request(tmp_path: Path) -> None:
