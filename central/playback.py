@@ -20,9 +20,9 @@ from dataclasses import dataclass
 
 from central.export.chunk_source import ChunkSource
 from central.export.errors import ExportError
-from central.export.exporter import authentic_chunk
+from central.export.exporter import authentic_chunk, planned_range
 from central.export.output_packets import OUTPUT_TIME_BASE, output_packets
-from central.export.quality_plan import HQ_STREAM, LQ_STREAM, PlanGap, PlanSegment, plan_playback
+from central.export.quality_plan import PlanGap, PlanSegment
 from shared.chunk import SignedChunk
 from shared.fragmented_mp4 import FragmentedMp4Writer
 from shared.media import CodecConfig
@@ -67,17 +67,7 @@ def playback_pieces(
 ) -> Generator[PlaybackPiece, None, None]:
     """The pieces of [start_ns, end_ns); `NothingToPlay` before the first piece when there
     is no video in the range, `ExportError` when a chunk is not authentic."""
-    metas = {
-        (meta.header.stream, meta.seq): meta
-        for stream in (LQ_STREAM, HQ_STREAM)
-        for meta in source.chunk_metas(device_id, stream, start_ns, end_ns, site_id=site_id)
-    }
-    plan = plan_playback(
-        lq=[m.header for (s, _), m in metas.items() if s == LQ_STREAM],
-        hq=[m.header for (s, _), m in metas.items() if s == HQ_STREAM],
-        start_ns=start_ns,
-        end_ns=end_ns,
-    )
+    metas, plan = planned_range(source, site_id, device_id, start_ns, end_ns)
     origin_ns = plan.origin_ns
     if origin_ns is None:
         raise NothingToPlay(

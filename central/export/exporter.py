@@ -110,17 +110,7 @@ def export_range(  # noqa: PLR0917 - the positional signature the server calls
     public_key = keys.get(site_id)
     if public_key is None:
         raise ExportError(f"no public key is known for site {site_id!r}")
-    metas = {
-        (meta.header.stream, meta.seq): meta
-        for stream in (LQ_STREAM, HQ_STREAM)
-        for meta in source.chunk_metas(device_id, stream, start_ns, end_ns, site_id=site_id)
-    }
-    plan = plan_playback(
-        lq=[m.header for (stream, _), m in metas.items() if stream == LQ_STREAM],
-        hq=[m.header for (stream, _), m in metas.items() if stream == HQ_STREAM],
-        start_ns=start_ns,
-        end_ns=end_ns,
-    )
+    metas, plan = planned_range(source, site_id, device_id, start_ns, end_ns)
     origin_ns = plan.origin_ns
     if origin_ns is None:
         raise ExportError(
@@ -195,6 +185,25 @@ def export_range(  # noqa: PLR0917 - the positional signature the server calls
     return ExportSummary(
         out_path, evidence_path, container, plan, packet_count, media_sha256, media_bytes
     )
+
+
+def planned_range(
+    source: ChunkSource, site_id: str, device_id: str, start_ns: int, end_ns: int
+) -> tuple[dict[tuple[str, int], ChunkMeta], QualityPlan]:
+    """The metas of the device's LQ and HQ chunks in the range, by (stream, seq), and the
+    plan that plays the range from them (blocking: reads the store)."""
+    metas = {
+        (meta.header.stream, meta.seq): meta
+        for stream in (LQ_STREAM, HQ_STREAM)
+        for meta in source.chunk_metas(device_id, stream, start_ns, end_ns, site_id=site_id)
+    }
+    plan = plan_playback(
+        lq=[m.header for (stream, _), m in metas.items() if stream == LQ_STREAM],
+        hq=[m.header for (stream, _), m in metas.items() if stream == HQ_STREAM],
+        start_ns=start_ns,
+        end_ns=end_ns,
+    )
+    return metas, plan
 
 
 def authentic_chunk(
