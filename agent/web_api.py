@@ -35,6 +35,7 @@ from agent.site_service import (
     InvalidInput,
     SiteService,
 )
+from shared.api_errors import Refusal, json_errors
 from shared.api_input import (
     BadRequest,
     format_instant,
@@ -65,7 +66,6 @@ TOKEN = web.RequestKey("bearer_token", str)
 """The bearer token the request came with, so long responses can tell when its session ends."""
 _HOLD_ID = re.compile(r"[0-9]{1,18}")
 _AUTH_CHALLENGE = 'Bearer realm="siteline"'
-_NO_STORE = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"}
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -125,39 +125,21 @@ async def _announce_stopping(app: web.Application) -> None:
 # -- middlewares -----------------------------------------------------------------------------
 
 
-@web.middleware
-async def _json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
-    try:
-        response = await handler(request)
-    except ApiError as exc:
-        return _error(exc.status, exc.code, exc.message, exc.headers)
-    except (BadRequest, InvalidInput) as exc:
-        return _error(400, "bad_request", str(exc))
-    except (DeviceNotFound, HoldNotFound) as exc:
-        return _error(404, "not_found", str(exc))
-    except HoldRefused as exc:
-        return _error(409, "hold_refused", str(exc))
-    except web.HTTPRequestEntityTooLarge:
-        return _error(413, "payload_too_large", f"body: larger than {CLIENT_MAX_SIZE} bytes")
-    except web.HTTPMethodNotAllowed as exc:
-        allowed = ", ".join(sorted(exc.allowed_methods))
-        return _error(
-            405,
-            "method_not_allowed",
-            f"{request.method} is not allowed here (allowed: {allowed})",
-            {"Allow": allowed},
-        )
-    except web.HTTPNotFound:
-        return _error(404, "not_found", f"no route {request.path}")
-    except web.HTTPException as exc:
-        if exc.status < 400:
-            raise
-        return _error(exc.status, "http_error", exc.reason)
-    except Exception:
-        _log.exception("%s %s failed", request.method, request.path)
-        return _error(500, "internal", "internal error; the agent's log has the details")
-    response.headers.update(_NO_STORE)
-    return response
+def _refusal(exc: Exception) -> Refusal | None:
+    """What an exception raised by a route means to the client."""
+    match exc:
+        case ApiError():
+            return Refusal(exc.status, exc.code, exc.message, exc.headers)
+        case BadRequest() | InvalidInput():
+            return Refusal(400, "bad_request", str(exc))
+        case DeviceNotFound() | HoldNotFound():
+            return Refusal(404, "not_found", str(exc))
+        case HoldRefused():
+            return Refusal(409, "hold_refused", str(exc))
+    return None
+
+
+_json_errors = json_errors(_refusal, max_body_bytes=CLIENT_MAX_SIZE, log=_log, who="the agent")
 
 
 @web.middleware
@@ -179,16 +161,6 @@ async def _authenticate(request: web.Request, handler: Handler) -> web.StreamRes
     request[PRINCIPAL] = principal
     request[TOKEN] = token
     return await handler(request)
-
-
-def _error(
-    status: int, code: str, message: str, headers: Mapping[str, str] | None = None
-) -> web.Response:
-    return web.json_response(
-        {"error": {"code": code, "message": message}},
-        status=status,
-        headers={**_NO_STORE, **(headers or {})},
-    )
 
 
 # -- routes ----------------------------------------------------------------------------------

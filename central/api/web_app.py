@@ -27,6 +27,7 @@ from central.auth import Action, Principal
 from central.catalog.errors import Conflict, InvalidRecord, NotFound
 from central.site_management import SiteOffline
 from central.site_probe import SiteProbeError
+from shared.api_errors import Refusal, json_errors
 from shared.api_input import BadRequest
 
 __all__ = [
@@ -50,7 +51,6 @@ STOPPING = web.AppKey("stopping", asyncio.Event)
 _POLICIES = web.AppKey("route_policies", dict)
 _OPENAPI = web.AppKey("openapi_json", bytes)
 _AUTH_CHALLENGE = 'Bearer realm="siteline"'
-_NO_STORE = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"}
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 PUBLIC = "public"
@@ -119,48 +119,29 @@ def principal_may(request: web.Request, action: Action, device_id: str | None = 
 # -- middlewares -----------------------------------------------------------------------------
 
 
-@web.middleware
-async def _json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
-    try:
-        response = await handler(request)
-    except ApiError as exc:
-        return error_response(exc.status, exc.code, exc.message, exc.headers, field=exc.field)
-    except BadRequest as exc:
-        return error_response(400, "bad_request", str(exc), field=exc.parameter)
-    except InvalidRecord as exc:
-        return error_response(400, "bad_request", str(exc), field=exc.field)
-    except SiteProbeError as exc:
-        return error_response(422, "site_unusable", exc.message, field=exc.field)
-    except NotFound as exc:
-        return error_response(404, "not_found", str(exc))
-    except Conflict as exc:
-        return error_response(409, "conflict", str(exc))
-    except SiteOffline as exc:
-        return error_response(409, "site_offline", str(exc))
-    except web.HTTPRequestEntityTooLarge:
-        return error_response(
-            413, "payload_too_large", f"body: larger than {CLIENT_MAX_SIZE} bytes"
-        )
-    except web.HTTPMethodNotAllowed as exc:
-        allowed = ", ".join(sorted(exc.allowed_methods))
-        return error_response(
-            405,
-            "method_not_allowed",
-            f"{request.method} is not allowed here (allowed: {allowed})",
-            {"Allow": allowed},
-        )
-    except web.HTTPNotFound:
-        return error_response(404, "not_found", f"no route {request.path}")
-    except web.HTTPException as exc:
-        if exc.status < 400:
-            raise
-        return error_response(exc.status, "http_error", exc.reason)
-    except Exception:
-        _log.exception("%s %s failed", request.method, request.path)
-        return error_response(500, "internal", "internal error; the central's log has the details")
-    if not response.prepared:
-        response.headers.update(_NO_STORE)
-    return response
+def _refusal(exc: Exception) -> Refusal | None:
+    """What an exception raised by a route means to the client."""
+    match exc:
+        case ApiError():
+            return Refusal(exc.status, exc.code, exc.message, exc.headers, exc.field)
+        case BadRequest():
+            return Refusal(400, "bad_request", str(exc), field=exc.parameter)
+        case InvalidRecord():
+            return Refusal(400, "bad_request", str(exc), field=exc.field)
+        case SiteProbeError():
+            return Refusal(422, "site_unusable", exc.message, field=exc.field)
+        case NotFound():
+            return Refusal(404, "not_found", str(exc))
+        case Conflict():
+            return Refusal(409, "conflict", str(exc))
+        case SiteOffline():
+            return Refusal(409, "site_offline", str(exc))
+    return None
+
+
+_json_errors = json_errors(
+    _refusal, max_body_bytes=CLIENT_MAX_SIZE, log=_log, who="the central"
+)
 
 
 @web.middleware
@@ -196,22 +177,6 @@ async def _authenticate(request: web.Request, handler: Handler) -> web.StreamRes
         # A device the caller may not use looks like one that does not exist.
         raise ApiError(404, "not_found", f"device {device_id!r} does not exist")
     return await handler(request)
-
-
-def error_response(
-    status: int,
-    code: str,
-    message: str,
-    headers: Mapping[str, str] | None = None,
-    *,
-    field: str | None = None,
-) -> web.Response:
-    body: dict[str, object] = {"code": code, "message": message}
-    if field is not None:
-        body["field"] = field
-    return web.json_response(
-        {"error": body}, status=status, headers={**_NO_STORE, **(headers or {})}
-    )
 
 
 async def _openapi(request: web.Request) -> web.Response:
