@@ -230,6 +230,11 @@ class SiteConnector:
         work.add_done_callback(self._work_ended)
         try:
             end = await link.wait_closed()
+        except asyncio.CancelledError:
+            # Replaced by a newer link (the site dialled in again) or stopping: this link
+            # is over either way, and the machine must hear so before any next one.
+            self._post(LinkClosed(self._clock.now_ns(), "replaced by a newer link"))
+            raise
         finally:
             work.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -168,3 +168,52 @@ async def test_a_different_site_at_the_address_is_untrusted(tmp_path: Path) -> N
     ):
         await _until(lambda: connector.view.status is ConnectorStatus.UNAUTHORISED)
         assert "someone-else-entirely" in (connector.view.problem or "")
+
+
+async def test_a_site_that_dials_in_again_over_a_dead_link_is_not_left_online(
+    tmp_path: Path,
+) -> None:
+    clock = SystemClock()
+    async with running_link_site(tmp_path / "site") as site:
+        catalog = SqliteCatalog.open(
+            tmp_path / "central" / "catalog.sqlite",
+            clock=clock,
+            secret_box=SecretBox.load_or_create(tmp_path / "secret.key"),
+        )
+        record, _ = catalog.add_site(NewSite(name="Bus", dial="site"), None)
+        async with aiohttp.ClientSession() as http:
+            connector = SiteConnector(
+                record.site_id,
+                catalog=catalog,
+                dialer=_dialer(http, catalog, site),
+                work=SiteLinkWork(catalog, clock=clock, status_interval_s=60),
+                clock=clock,
+                policy=POLICY,
+                rng=random.Random(1),
+            )
+            running = asyncio.create_task(connector.run())
+            try:
+                base = f"https://127.0.0.1:{site.port}"
+                first = connect_to_site(
+                    http, base, username="clerk", password=PASSWORDS["clerk"],
+                    fingerprint=site.identity.fingerprint, clock=clock, software="t",
+                    read_timeout_s=5,
+                )  # fmt: skip
+                second = connect_to_site(
+                    http, base, username="clerk", password=PASSWORDS["clerk"],
+                    fingerprint=site.identity.fingerprint, clock=clock, software="t",
+                    read_timeout_s=5,
+                )  # fmt: skip
+                async with first as link_one:
+                    connector.attach(link_one)
+                    await _until(lambda: connector.view.status is ConnectorStatus.ONLINE)
+                    async with second as link_two:
+                        link_two.close("gone before it is used")
+                        await link_two.wait_closed()
+                        connector.attach(link_two)  # the same site, again, over a dead link
+                        await _until(lambda: connector.view.status is not ConnectorStatus.ONLINE)
+            finally:
+                running.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await running
+                catalog.close()
