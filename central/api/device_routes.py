@@ -1,8 +1,15 @@
-"""Devices: list, read, change the central's settings, and the merged timeline."""
+"""Devices: list, read, change the central's settings, and the merged timeline.
+
+The device list is complete by default. With `limit` (and `after`, the `next` of the page
+before) it comes in pages in the same order (by site id, then as the site listed them), read
+in a worker thread, so a client of a central with thousands of devices can show the first
+ones at once; `next` is null on the last page.
+"""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable, Mapping
 
 from aiohttp import web
 
@@ -12,7 +19,9 @@ from central.api.body_members import optional_object
 from central.api.services import SERVICES, CentralServices
 from central.api.web_app import ApiError, ApiRoute, principal_may
 from central.auth import Action
-from central.catalog.records import LIVE_FEEDS, RECORDINGS, DeviceRecord
+from central.catalog.catalog import Catalog
+from central.catalog.errors import NotFound
+from central.catalog.records import LIVE_FEEDS, RECORDINGS, DeviceRecord, SiteRecord
 from central.central_rule import CentralRule
 from central.connector_state import ConnectorStatus
 from central.live_feeds import LiveRefused
@@ -27,6 +36,8 @@ from shared.api_input import (
 from shared.clock import NS_PER_S
 
 MAX_TIMELINE_RANGE_NS = 366 * 86_400 * NS_PER_S
+DEFAULT_PAGE_LIMIT = 100
+MAX_PAGE_LIMIT = 1000
 
 
 def device_routes() -> list[ApiRoute]:
@@ -50,13 +61,47 @@ def _body(services: CentralServices, device: DeviceRecord) -> dict[str, object]:
     return device_json(device, site, _online(services, device.site_id))
 
 
+def page_bounds(query: Mapping[str, str]) -> tuple[int, str | None] | None:
+    """(limit, after) of a paged list request, None for the complete list."""
+    if "limit" not in query and "after" not in query:
+        return None
+    text = query.get("limit", str(DEFAULT_PAGE_LIMIT))
+    if not text.isdigit() or not 1 <= int(text) <= MAX_PAGE_LIMIT:
+        raise BadRequest("limit", f"must be a whole number from 1 to {MAX_PAGE_LIMIT}")
+    after = query.get("after")
+    if after == "":
+        raise BadRequest("after", "is empty (give the previous page's next, or leave it out)")
+    return int(text), after
+
+
 async def _list_devices(request: web.Request) -> web.Response:
-    query = query_values(request.query.items(), required=(), optional=("site", "present"))
+    query = query_values(
+        request.query.items(), required=(), optional=("site", "present", "limit", "after")
+    )
     services = request.app[SERVICES]
     site_id = query.get("site")
     present_only = query.get("present", "false")
     if present_only not in ("true", "false"):
         raise BadRequest("present", "must be true or false")
+    paging = page_bounds(query)
+    if paging is not None:
+        limit, after = paging
+        sites_of, page, next_after = await asyncio.to_thread(
+            _device_page,
+            services.catalog,
+            site_id=site_id,
+            present_only=present_only == "true",
+            after=after,
+            limit=limit,
+            visible=lambda device_id: principal_may(request, Action.VIEW, device_id),
+        )
+        online = {sid: _online(services, sid) for sid in sites_of}
+        return web.json_response(
+            {
+                "devices": [device_json(d, sites_of[d.site_id], online[d.site_id]) for d in page],
+                "next": next_after,
+            }
+        )
     sites = {s.site_id: s for s in services.catalog.sites()}
     if site_id is not None and site_id not in sites:
         raise BadRequest("site", f"no site {site_id!r}")
@@ -71,6 +116,49 @@ async def _list_devices(request: web.Request) -> web.Response:
             ]
         }
     )
+
+
+def _device_page(
+    catalog: Catalog,
+    *,
+    site_id: str | None,
+    present_only: bool,
+    after: str | None,
+    limit: int,
+    visible: Callable[[str], bool],
+) -> tuple[dict[str, SiteRecord], list[DeviceRecord], str | None]:
+    """One page of the device list, in the complete list's order (site id, then as listed),
+    with the sites of its devices and the `after` of the next page (blocking)."""
+    sites = {s.site_id: s for s in catalog.sites()}
+    if site_id is not None and site_id not in sites:
+        raise BadRequest("site", f"no site {site_id!r}")
+    order = sorted(sites) if site_id is None else [site_id]
+    start, anchor = 0, None
+    if after is not None:
+        try:
+            anchor = catalog.device(after)
+        except NotFound:
+            anchor = None
+        if anchor is None or not visible(anchor.device_id) or anchor.site_id not in order:
+            raise BadRequest("after", f"no device {after!r} in this list (start again without it)")
+        start = order.index(anchor.site_id)
+    page: list[DeviceRecord] = []
+    for listed_site in order[start:]:
+        try:
+            devices = catalog.devices(listed_site)
+        except NotFound:
+            continue  # removed while the page was read
+        if anchor is not None and listed_site == anchor.site_id:
+            ids = [d.device_id for d in devices]
+            devices = devices[ids.index(anchor.device_id) + 1 :]
+        for device in devices:
+            if (device.present or not present_only) and visible(device.device_id):
+                page.append(device)
+        if len(page) > limit:
+            break
+    next_after = page[limit - 1].device_id if len(page) > limit else None
+    page = page[:limit]
+    return {d.site_id: sites[d.site_id] for d in page}, page, next_after
 
 
 async def _get_device(request: web.Request) -> web.Response:

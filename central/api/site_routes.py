@@ -1,4 +1,9 @@
-"""Sites: list, read, add (the central dials), change, remove, update hardware."""
+"""Sites: list, read, add (the central dials), change, remove, update hardware.
+
+The site list is complete by default; with `limit` (and `after`, the `next` of the page
+before) it comes in pages, in the same order (as the sites were added), read in a worker
+thread; `next` is null on the last page.
+"""
 
 from __future__ import annotations
 
@@ -10,12 +15,21 @@ from aiohttp import web
 from central.api.account_routes import no_query
 from central.api.bodies import hardware_json, site_json
 from central.api.body_members import optional_boolean, optional_integer, optional_object
+from central.api.device_routes import page_bounds
 from central.api.services import SERVICES, CentralServices
 from central.api.web_app import ApiRoute
 from central.auth import Action
+from central.catalog.catalog import Catalog
+from central.catalog.errors import NotFound
 from central.catalog.records import SiteRecord
 from central.site_management import DEFAULT_SITE_PORT, SiteSettings
-from shared.api_input import BadRequest, json_object, optional_string, required_string
+from shared.api_input import (
+    BadRequest,
+    json_object,
+    optional_string,
+    query_values,
+    required_string,
+)
 
 _ADD_MEMBERS = ("name", "address", "port", "scheme", "username", "password", "fingerprint")
 _CHANGE_MEMBERS = (*_ADD_MEMBERS, "enabled", "time_zone", "retrieval")
@@ -37,11 +51,44 @@ def _site_body(services: CentralServices, site: SiteRecord, device_count: int) -
 
 
 async def _list_sites(request: web.Request) -> web.Response:
-    no_query(request)
+    query = query_values(request.query.items(), required=(), optional=("limit", "after"))
     services = request.app[SERVICES]
+    paging = page_bounds(query)
+    if paging is not None:
+        limit, after = paging
+        page, next_after = await asyncio.to_thread(_site_page, services.catalog, after, limit)
+        return web.json_response(
+            {
+                "sites": [_site_body(services, site, count) for site, count in page],
+                "next": next_after,
+            }
+        )
     sites = services.catalog.sites()
     counts = Counter(d.site_id for d in services.catalog.devices(present_only=True))
     return web.json_response({"sites": [_site_body(services, s, counts[s.site_id]) for s in sites]})
+
+
+def _site_page(
+    catalog: Catalog, after: str | None, limit: int
+) -> tuple[list[tuple[SiteRecord, int]], str | None]:
+    """One page of the site list in the complete list's order (as added), each site with its
+    count of present devices, and the `after` of the next page (blocking)."""
+    sites = catalog.sites()
+    start = 0
+    if after is not None:
+        ids = [s.site_id for s in sites]
+        if after not in ids:
+            raise BadRequest("after", f"no site {after!r} (start again without it)")
+        start = ids.index(after) + 1
+    page = sites[start : start + limit]
+    next_after = page[-1].site_id if page and start + limit < len(sites) else None
+    counted = []
+    for site in page:
+        try:
+            counted.append((site, len(catalog.devices(site.site_id, present_only=True))))
+        except NotFound:
+            continue  # removed while the page was read
+    return counted, next_after
 
 
 async def _get_site(request: web.Request) -> web.Response:

@@ -1,0 +1,306 @@
+"""Central benchmark: login and device listing with 1,000 sites against 1 site.
+
+    .venv/bin/python bench/central_listing.py            # about 3.5 minutes
+    .venv/bin/python bench/central_listing.py --quick    # about 1 minute
+
+A real central (`siteline central run`, a child process, HTTPS) is started three times:
+
+- baseline: 1 site with 6 devices;
+- 1,000 sites with 6 devices each, whose ports are closed: every dial fails at once and
+  every connector retries with backoff in the background (the busiest failure);
+- 1,000 sites whose addresses accept TCP connections and never answer (nothing fails fast).
+
+The sites are written into the catalog before the central starts (as if added long ago), so
+from its first second every connector dials, fails and retries, and after
+`offline_notice_after_s` (30 s) each raises its "site offline" notification. The measuring
+client runs in this process: after a warm-up it times, round after round, `POST
+/api/v1/auth/login` (scrypt), `GET /api/v1/devices` and `GET /api/v1/sites`, and the paged
+forms `?limit=100` of both and `GET /api/v1/devices?limit=6` (the same answer at both
+scales: one site's devices), with the rounds spread over the window that includes the
+start-up and the offline notices; then the central's CPU over a few seconds with no request.
+It prints median and 95th percentile per request and the ratio of the 1,000-site figure to
+the 1-site one.
+
+Goal: ratio at most 1.2 for login and listing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from central_process import (
+    ADMIN_PASSWORD,
+    CentralClient,
+    CentralFolder,
+    CentralProcess,
+    free_port,
+    make_central,
+    open_catalog,
+)
+from process_cpu import CpuWindow
+
+from central.catalog.records import NewDevice, NewSite, StreamInfo
+from shared.media import MediaKind
+
+GOAL_RATIO = 1.2
+PAGE = 100
+SMALL_PAGE = 6
+SILENT = "silent"
+CLOSED = "closed"
+
+
+@dataclass(frozen=True)
+class Scenario:
+    label: str
+    sites: int
+    unreachable: str  # CLOSED or SILENT
+
+
+@dataclass
+class Timings:
+    seconds: dict[str, list[float]] = field(default_factory=dict)
+    sizes: dict[str, int] = field(default_factory=dict)
+    central_cores: float = 0.0
+    quiet_cores: float = 0.0  # the central's own CPU with no request at all
+    states: Counter[str] = field(default_factory=Counter)
+
+
+def site_addresses(count: int) -> list[str]:
+    """Distinct loopback addresses (a site's address and port must be unique)."""
+    return [f"127.0.{1 + i // 250}.{1 + i % 250}" for i in range(count)]
+
+
+def site_devices(index: int) -> list[NewDevice]:
+    """Six devices, as a small site lists them: two cameras, a microphone, an input, an
+    output and a speaker."""
+    video = (StreamInfo("hq", MediaKind.VIDEO), StreamInfo("lq", MediaKind.VIDEO))
+    return [
+        NewDevice("cam-a", "camera", f"Entrance {index}", video),
+        NewDevice("cam-b", "camera", f"Yard {index}", video),
+        NewDevice("cam-a.mic", "microphone", f"Entrance {index} microphone",
+                  (StreamInfo("audio", MediaKind.AUDIO),)),
+        NewDevice("door", "input", "Back door", (StreamInfo("state", MediaKind.EVENTS),)),
+        NewDevice("siren", "output", "Siren"),
+        NewDevice("speaker", "speaker", "Shop floor"),
+    ]  # fmt: skip
+
+
+def write_sites(folder: CentralFolder, count: int, port: int) -> None:
+    """`count` sites the central dials at 127.0.x.y:`port`, plain HTTP (blocking)."""
+    catalog = open_catalog(folder)
+    try:
+        for index, address in enumerate(site_addresses(count)):
+            catalog.add_site(
+                NewSite(
+                    name=f"Site {index}",
+                    dial="central",
+                    address=address,
+                    port=port,
+                    scheme="http",
+                    username="u",
+                ),
+                "pw-of-the-site",
+                site_devices(index),
+            )
+    finally:
+        catalog.close()
+
+
+class SilentListeners:
+    """Accepts TCP connections on many addresses and never answers."""
+
+    def __init__(self, addresses: list[str], port: int) -> None:
+        self._addresses = addresses
+        self._port = port
+        self._server: asyncio.Server | None = None
+        self._held: list[asyncio.StreamWriter] = []
+        self.accepted = 0
+
+    async def __aenter__(self) -> SilentListeners:
+        self._server = await asyncio.start_server(self._hold, self._addresses, self._port)
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        for writer in self._held:
+            writer.transport.abort()
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+
+    async def _hold(self, _reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._held.append(writer)
+        self.accepted += 1
+
+
+def percentile(values: list[float], share: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(share * (len(ordered) - 1)))]
+
+
+async def timed(call: Callable[[], Awaitable[int]]) -> tuple[float, int]:
+    started = time.perf_counter()
+    size = await call()
+    return time.perf_counter() - started, size
+
+
+async def measure(
+    client: CentralClient,
+    central: CentralProcess,
+    *,
+    rounds: int,
+    spread_s: float,
+    quiet_s: float,
+) -> Timings:
+    timings = Timings()
+
+    async def login() -> int:
+        async with client.session.post(
+            client.url("/auth/login"), json={"username": "admin", "password": ADMIN_PASSWORD}
+        ) as reply:
+            body = await reply.read()
+            if reply.status != 200:
+                raise RuntimeError(f"login answered {reply.status}: {body[:200]!r}")
+            return len(body)
+
+    def get(path: str) -> Callable[[], Awaitable[int]]:
+        async def call() -> int:
+            async with client.session.get(client.url(path), headers=client.headers) as reply:
+                body = await reply.read()
+                if reply.status != 200:
+                    raise RuntimeError(f"GET {path} answered {reply.status}: {body[:200]!r}")
+                return len(body)
+
+        return call
+
+    calls = {
+        "POST /auth/login": login,
+        "GET /devices": get("/devices"),
+        "GET /sites": get("/sites"),
+        f"GET /devices?limit={PAGE}": get(f"/devices?limit={PAGE}"),
+        f"GET /sites?limit={PAGE}": get(f"/sites?limit={PAGE}"),
+        # the same answer at both scales: one site's six devices
+        f"GET /devices?limit={SMALL_PAGE}": get(f"/devices?limit={SMALL_PAGE}"),
+    }
+    for name in [n for n in calls if "limit=" in n]:
+        async with client.session.get(client.url(name[4:]), headers=client.headers) as reply:
+            if reply.status == 400:  # a central without paging
+                print(f"  ({name} is refused by this central: not measured)")
+                del calls[name]
+    for _ in range(3):  # warm-up: connections, caches, the first token
+        for call in calls.values():
+            await call()
+    window = CpuWindow({"central": central.pid})
+    window.start()
+    started = time.monotonic()
+    for index in range(rounds):
+        for name, call in calls.items():
+            seconds, size = await timed(call)
+            timings.seconds.setdefault(name, []).append(seconds)
+            timings.sizes[name] = size
+        next_round = started + (index + 1) * spread_s / rounds
+        await asyncio.sleep(max(0.0, next_round - time.monotonic()))
+    timings.central_cores = window.stop()["central"].cores
+    quiet = CpuWindow({"central": central.pid})
+    quiet.start()
+    await asyncio.sleep(quiet_s)
+    timings.quiet_cores = quiet.stop()["central"].cores
+    sites = await client.call("GET", "/sites")
+    timings.states = Counter(s["status"]["state"] for s in sites["sites"])
+    return timings
+
+
+async def run_scenario(
+    scenario: Scenario, directory: Path, *, rounds: int, spread_s: float, quiet_s: float
+) -> Timings:
+    folder = await asyncio.to_thread(make_central, directory)
+    port = free_port()
+    await asyncio.to_thread(write_sites, folder, scenario.sites, port)
+    listeners = None
+    if scenario.unreachable == SILENT:
+        listeners = SilentListeners(site_addresses(scenario.sites), port)
+        await listeners.__aenter__()
+    central = await CentralProcess.start(folder)
+    client = CentralClient(central.base_url, central.fingerprint)
+    try:
+        await client.login()
+        timings = await measure(client, central, rounds=rounds, spread_s=spread_s, quiet_s=quiet_s)
+    finally:
+        await client.close()
+        await central.stop()
+        if listeners is not None:
+            await listeners.__aexit__()
+    extra = "" if listeners is None else f", {listeners.accepted} connections accepted"
+    states = ", ".join(f"{n} {s}" for s, n in sorted(timings.states.items()))
+    print(
+        f"  {scenario.label}: the central used {timings.central_cores * 100:.0f}% of a core "
+        f"while measured, {timings.quiet_cores * 100:.0f}% in the {quiet_s:.0f} s after "
+        f"with no request; sites at the end: {states}{extra}"
+    )
+    return timings
+
+
+def report(scenarios: list[Scenario], results: list[Timings]) -> None:
+    base = results[0]
+    print()
+    header = f"{'request':<26}" + "".join(f"{s.label:>28}" for s in scenarios)
+    print(header + "   (median / p95 ms; ratio to 1 site)")
+    for name in base.seconds:
+        cells = []
+        for result in results:
+            values = result.seconds[name]
+            cells.append(
+                f"{statistics.median(values) * 1e3:9.1f} /{percentile(values, 0.95) * 1e3:7.1f}"
+                f" {result.sizes[name] / 1024:7.0f}K"
+            )
+        print(f"{name:<26}" + "".join(f"{c:>28}" for c in cells))
+    print()
+    for scenario, result in zip(scenarios[1:], results[1:], strict=True):
+        print(f"ratios, {scenario.label} / {scenarios[0].label} (goal <= {GOAL_RATIO}):")
+        for name, values in result.seconds.items():
+            median_ratio = statistics.median(values) / statistics.median(base.seconds[name])
+            p95_ratio = percentile(values, 0.95) / percentile(base.seconds[name], 0.95)
+            verdict = "met" if median_ratio <= GOAL_RATIO else "NOT met"
+            print(f"  {name:<26} median {median_ratio:6.2f}   p95 {p95_ratio:6.2f}   {verdict}")
+
+
+async def main(quick: bool) -> int:
+    rounds, spread_s, quiet_s = (20, 20.0, 5.0) if quick else (50, 45.0, 10.0)
+    scenarios = [Scenario("1 site", 1, CLOSED), Scenario("1,000 sites, closed", 1000, CLOSED)]
+    if not quick:
+        scenarios.append(Scenario("1,000 sites, silent", 1000, SILENT))
+    print(
+        f"{rounds} rounds over {spread_s:.0f} s after a warm-up of 3, each site with 6 devices, "
+        "HTTPS on loopback, central in a child process"
+    )
+    results = []
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="siteline-listing-bench-") as tmp:
+        for index, scenario in enumerate(scenarios):
+            results.append(
+                await run_scenario(
+                    scenario,
+                    Path(tmp) / f"central-{index}",
+                    rounds=rounds,
+                    spread_s=spread_s,
+                    quiet_s=quiet_s,
+                )
+            )
+    report(scenarios, results)
+    print(f"total time {time.monotonic() - started:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="fewer rounds, no silent sites")
+    arguments = parser.parse_args()
+    sys.exit(asyncio.run(main(arguments.quick)))

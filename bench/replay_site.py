@@ -1,0 +1,315 @@
+"""A cheap stand-in for sites in the central's benchmarks: K sites in one process, whose
+cameras' reference (LQ) streams are replayed from one clip encoded once.
+
+    .venv/bin/python bench/replay_site.py DIR --devices 500 [--sites 1]
+
+Each site is the agent's own link server (`agent.link_endpoint.link_route` on the agent's
+API application, HTTPS with a self-signed certificate) over a `SiteService` whose cameras
+exist only in its configuration; their `LiveRelay` is fed here instead of by recorders.
+Every camera publishes the clip's packets (bench/lq_clip.py) in real time with fresh
+timestamps: pts and dts counting on, the wall clock at publication, and the same wall time
+inside the packet (bench/wall_stamp.py) for latency measurements. Cameras are spread evenly
+over the frame interval, so the sites send a steady flow rather than bursts. Each one-second
+GOP is sealed as the agent seals a stored chunk (numbered, chained, SHA-256, Ed25519) and
+its seal published after the next keyframe, as the agent's recorder does, so the central can
+record the stream from the relay. Nothing is stored.
+
+Besides the link, each site serves `GET /api/v1/bench/plain/{device_id}`: a WebSocket that
+sends each packet's bytes as one binary message, the same bytes at the same pace, for the
+plain forwarding baseline (bench/plain_forward.py).
+
+Prints one JSON line once listening, `{"sites": [{"site_id", "port", "fingerprint",
+"username", "password", "devices"}]}`, then runs until SIGTERM or SIGINT.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import signal
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from aiohttp import web
+from lq_clip import LqClip, encode_lq_clip
+from wall_stamp import stamped
+
+from agent.accounts import Accounts
+from agent.config import AgentConfig, load_agent_config
+from agent.event_hub import EventHub
+from agent.link_endpoint import link_route
+from agent.site_service import SiteService
+from agent.site_tls import site_identity
+from agent.web_api import API_PREFIX, build_web_app
+from shared.api_server import ApiServer
+from shared.chunk import GENESIS_HASH, ChunkDraft, seal_chunk
+from shared.clock import NS_PER_S, Clock, SystemClock
+from shared.live_relay import LiveRelay
+from shared.media import MediaPacket
+from shared.passwords import hash_password
+from shared.signing import SiteSigner
+from shared.store.chunk_store import ChunkStore
+
+USERNAME = "central"
+PASSWORD = "replay-site-pw"  # noqa: S105 - a throwaway benchmark site on loopback
+STREAM = "lq"
+SLOTS_PER_FRAME = 20  # cameras are spread over this many instants per frame interval
+
+SITE_TOML = """
+[site]
+id = "{site_id}"
+name = "Replay site {index}"
+[storage]
+path = "store"
+quota = "64 MiB"
+[[users]]
+username = "{username}"
+password_hash = "{password_hash}"
+"""
+CAMERA_TOML = """
+[[cameras]]
+id = "{device_id}"
+source = "synthetic"
+"""
+
+
+class ReplayedCamera:
+    """One camera: the clip's packets with fresh timestamps, each GOP sealed as a chunk."""
+
+    def __init__(
+        self, relay: LiveRelay, device_id: str, clip: LqClip, *, site_id: str, signer: SiteSigner
+    ) -> None:
+        self._relay = relay
+        self.device_id = device_id
+        self._clip = clip
+        self._site_id = site_id
+        self._signer = signer
+        self._index = 0
+        self._chunk: list[MediaPacket] = []
+        self._seq = 0
+        self._prev_hash = GENESIS_HASH
+        relay.set_codec(device_id, STREAM, clip.codec)
+
+    def publish_next(self, wall_ns: int) -> None:
+        clip = self._clip
+        source = clip.packets[self._index % len(clip.packets)]
+        ticks = clip.frame_ticks
+        pts = self._index * ticks
+        packet = MediaPacket(
+            STREAM, pts, pts, ticks, source.keyframe, stamped(source.data, wall_ns), wall_ns
+        )
+        self._index += 1
+        self._relay.publish(self.device_id, packet)
+        if source.keyframe and self._chunk:
+            self._seal(wall_ns)
+        self._chunk.append(packet)
+
+    def _seal(self, end_ns: int) -> None:
+        packets = tuple(self._chunk)
+        self._chunk = []
+        draft = ChunkDraft(
+            self.device_id, STREAM, packets[0].wall_ns, end_ns, self._clip.codec, packets
+        )
+        chunk = seal_chunk(
+            draft,
+            site_id=self._site_id,
+            seq=self._seq,
+            prev_chunk_hash=self._prev_hash,
+            discontinuity=self._seq == 0,
+            signer=self._signer,
+        )
+        self._seq += 1
+        self._prev_hash = chunk.chunk_hash
+        self._relay.publish_sealed(chunk)
+
+
+class Replayer:
+    """Publishes every camera's next packet at its turn: camera j at slot j mod SLOTS."""
+
+    def __init__(self, cameras: list[ReplayedCamera], *, fps: int, clock: Clock) -> None:
+        self._slots: list[list[ReplayedCamera]] = [[] for _ in range(SLOTS_PER_FRAME)]
+        for index, camera in enumerate(cameras):
+            self._slots[index % SLOTS_PER_FRAME].append(camera)
+        self._slot_ns = NS_PER_S // fps // SLOTS_PER_FRAME
+        self._clock = clock
+
+    async def run(self) -> None:
+        started = self._clock.monotonic_ns()
+        tick = 0
+        while True:
+            delay_ns = started + tick * self._slot_ns - self._clock.monotonic_ns()
+            if delay_ns > 0:
+                await asyncio.sleep(delay_ns / NS_PER_S)
+            now_ns = self._clock.now_ns()
+            for camera in self._slots[tick % SLOTS_PER_FRAME]:
+                camera.publish_next(now_ns)
+            tick += 1
+
+
+def plain_route(relay: LiveRelay) -> web.RouteDef:
+    """The baseline's source: each packet's bytes as one WebSocket message."""
+
+    async def handle(request: web.Request) -> web.WebSocketResponse:
+        socket = web.WebSocketResponse()
+        await socket.prepare(request)
+        reader = asyncio.create_task(_until_closed(socket))
+        with (
+            relay.subscribe(request.match_info["device_id"], STREAM) as viewer,
+            contextlib.suppress(ConnectionError, RuntimeError),
+        ):
+            while not reader.done():
+                _, packets = await viewer.next_batch()
+                await socket.send_bytes(b"".join(p.data for p in packets))
+        reader.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await reader
+        return socket
+
+    return web.get(f"{API_PREFIX}/bench/plain/{{device_id}}", handle)
+
+
+async def _until_closed(socket: web.WebSocketResponse) -> None:
+    async for _ in socket:
+        pass
+
+
+@dataclass
+class ReplaySite:
+    site_id: str
+    devices: list[str]
+    relay: LiveRelay
+    signer: SiteSigner
+    fingerprint: str
+    server: ApiServer
+    service: SiteService
+    store: ChunkStore
+    port: int = 0
+
+
+async def open_site(
+    directory: Path, index: int, devices: list[str], *, password_hash: str, clock: Clock
+) -> ReplaySite:
+    site_id = f"replay-site-{index}"
+    text = SITE_TOML.format(
+        site_id=site_id, index=index, username=USERNAME, password_hash=password_hash
+    )
+    text += "".join(CAMERA_TOML.format(device_id=d) for d in devices)
+    config = await asyncio.to_thread(_write_config, directory, text)
+    signer = await asyncio.to_thread(SiteSigner.load_or_create, config.storage.key_path)
+    identity = await asyncio.to_thread(site_identity, config, clock)
+    store = await asyncio.to_thread(
+        ChunkStore.open,
+        config.storage.path,
+        quota_bytes=config.storage.quota_bytes,
+        hold_budget_bytes=config.storage.hold_budget_bytes,
+        clock=clock,
+        home_site_id=site_id,
+    )
+    relay = LiveRelay()
+    service = SiteService(
+        config,
+        store,
+        public_key=signer.public_key,
+        fingerprint=identity.fingerprint,
+        clock=clock,
+        cameras_up=lambda: dict.fromkeys(devices, True),
+        version="bench",
+    )
+    app = build_web_app(
+        service,
+        Accounts(config.users, clock=clock),
+        extra_routes=[
+            link_route(
+                events=EventHub(), live=relay, clock=clock, software="bench", read_timeout_s=30.0
+            ),
+            plain_route(relay),
+        ],
+    )
+    server = ApiServer(app, host="127.0.0.1", port=0, ssl_context=identity.server_ssl_context())
+    site = ReplaySite(site_id, devices, relay, signer, identity.fingerprint, server, service, store)
+    site.port = await server.start()
+    return site
+
+
+def _write_config(directory: Path, text: str) -> AgentConfig:
+    directory.mkdir(parents=True, exist_ok=True)
+    config_path = directory / "agent.toml"
+    config_path.write_text(text)
+    return load_agent_config(config_path)
+
+
+def device_ids(count: int, sites: int) -> list[list[str]]:
+    """`count` camera ids, dealt out to `sites` sites in turn (cam-0001 to site 0, ...)."""
+    names = [f"cam-{n:04d}" for n in range(1, count + 1)]
+    return [names[k::sites] for k in range(sites)]
+
+
+async def main(directory: Path, devices: int, sites: int) -> int:
+    clock = SystemClock()
+    clip = await asyncio.to_thread(encode_lq_clip)
+    password_hash = await asyncio.to_thread(hash_password, PASSWORD)
+    opened: list[ReplaySite] = []
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        for index, names in enumerate(device_ids(devices, sites)):
+            opened.append(
+                await open_site(
+                    directory / f"site-{index}",
+                    index,
+                    names,
+                    password_hash=password_hash,
+                    clock=clock,
+                )
+            )
+        cameras = [
+            ReplayedCamera(s.relay, d, clip, site_id=s.site_id, signer=s.signer)
+            for s in opened
+            for d in s.devices
+        ]
+        cameras.sort(key=lambda c: c.device_id)  # neighbours in time are on different sites
+        print(
+            json.dumps(
+                {
+                    "bitrate_bps": clip.bitrate_bps,
+                    "fps": clip.fps,
+                    "sites": [
+                        {
+                            "site_id": s.site_id,
+                            "port": s.port,
+                            "fingerprint": s.fingerprint,
+                            "username": USERNAME,
+                            "password": PASSWORD,
+                            "devices": s.devices,
+                        }
+                        for s in opened
+                    ],
+                }
+            ),
+            flush=True,
+        )
+        replaying = asyncio.create_task(Replayer(cameras, fps=clip.fps, clock=clock).run())
+        await stop.wait()
+        replaying.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await replaying
+    finally:
+        for site in opened:
+            await site.server.stop()
+            await site.service.wait_idle()
+            site.store.close()
+    return 0
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("directory", type=Path)
+    parser.add_argument("--devices", type=int, required=True)
+    parser.add_argument("--sites", type=int, default=1)
+    arguments = parser.parse_args()
+    sys.exit(asyncio.run(main(arguments.directory, arguments.devices, arguments.sites)))
