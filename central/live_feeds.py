@@ -120,6 +120,7 @@ class LiveFeeds:
         self._feeds: dict[str, _Feed] = {}
         self._links: dict[str, LinkClient] = {}
         self._link_changed: dict[str, asyncio.Event] = {}
+        self._closing: set[asyncio.Task[None]] = set()
 
     # -- viewers ------------------------------------------------------------------------------
 
@@ -172,7 +173,7 @@ class LiveFeeds:
         if feed is not None and feed.task is not None:
             feed.task.cancel()
             feed.task = None
-            feed.recording = None
+            self._retire(feed)
         try:
             device = self._catalog.device(device_id)
         except NotFound:
@@ -181,13 +182,26 @@ class LiveFeeds:
             self._ensure_running(self._feed(device))
 
     async def stop(self) -> None:
+        """Stop every feed; chunks already accepted for recording are stored first."""
         tasks = [t for f in self._feeds.values() for t in (f.task, f.linger) if t is not None]
         for task in tasks:
             task.cancel()
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        for feed in self._feeds.values():
+            self._retire(feed)
+        # A finished task removes itself from the set: wait on a copy.
+        await asyncio.gather(*list(self._closing), return_exceptions=True)
         self._feeds.clear()
+
+    def _retire(self, feed: _Feed) -> None:
+        """Let the feed's recording store what it accepted, in the background."""
+        recording, feed.recording = feed.recording, None
+        if recording is not None:
+            task = asyncio.create_task(recording.close(), name=f"close-{feed.device_id}")
+            self._closing.add(task)
+            task.add_done_callback(self._closing.discard)
 
     # -- LinkWork ------------------------------------------------------------------------------
 
@@ -239,7 +253,7 @@ class LiveFeeds:
             if feed.task is not None:
                 feed.task.cancel()
                 feed.task = None
-            feed.recording = None
+            self._retire(feed)
 
     def _signal_link(self, site_id: str) -> None:
         event = self._link_changed.setdefault(site_id, asyncio.Event())
@@ -296,10 +310,10 @@ class LiveFeeds:
             async for batch in batches:
                 publish(batch)
 
-    async def _receipt(self, chunk: SignedChunk) -> None:
-        """The central's ingest receipt for a chunk it has just stored."""
+    async def _receipt(self, chunks: list[SignedChunk]) -> None:
+        """The central's ingest receipts for chunks it has just stored (one transaction)."""
         if self._receipts is not None:
-            await asyncio.to_thread(self._receipts.issue, [chunk])
+            await asyncio.to_thread(self._receipts.issue, chunks)
 
     async def _forward(self, site_id: str, event: Any) -> None:
         for feed in list(self._feeds.values()):

@@ -17,8 +17,10 @@ it) and from operators (`manual_start`, `manual_stop`). A manual trigger is plac
 wall time of the newest relayed packet, which is the site's clock and what a viewer sees
 at that moment, so a skew between the central's and the site's clocks does not move it.
 
-Chunks are stored in the order the gate releases them, one at a time (a lock joins each
-gate decision to the writes it causes), each in a worker thread. The store is idempotent,
+Chunks are stored in the order the gate releases them by one writer task, in batches, in
+a worker thread, so a slow commit never holds up the stream or its viewers; `flush` waits
+for what was released so far and `close` stores what waits before the store may close.
+A trigger returns once the chunks it released (the pre-buffer) are stored. The store is idempotent,
 so a chunk the central already holds (fetched by transfer, or recorded before a
 reconnection) is not stored twice. `status` reports chunks stored, missed (with reasons),
 refused, left out by the rule, and the packets the site never sealed.
@@ -27,6 +29,7 @@ refused, left out by the rule, and the packets the site never sealed.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -146,7 +149,7 @@ class RelayRecording:
         gate: RecordingGate[RelayedChunk],
         clock: Clock,
         on_live: Callable[[ev.LiveReceived], None] | None = None,
-        on_stored: Callable[[SignedChunk], Awaitable[None]] | None = None,
+        on_stored: Callable[[list[SignedChunk]], Awaitable[None]] | None = None,
         trigger_inputs: frozenset[str] | None = None,
         max_packet_age_ns: int = DEFAULT_MAX_PACKET_AGE_NS,
         max_kept_bytes: int = DEFAULT_MAX_KEPT_BYTES,
@@ -165,7 +168,12 @@ class RelayRecording:
             max_kept_bytes=max_kept_bytes,
             max_kept_packets=max_kept_packets,
         )
-        self._lock = asyncio.Lock()
+        # Chunks to store wait here for a writer task, so a slow commit never holds up the
+        # stream (and the viewers fed from it); one queue keeps the gate's order.
+        self._writes: asyncio.Queue[list[GateRelease[RelayedChunk]]] = asyncio.Queue()
+        self._writer: asyncio.Task[None] | None = None
+        self._idle = asyncio.Event()
+        self._idle.set()
         self._stored = self._already_stored = self._failed = 0
         self._protocol_notice: str | None = None
 
@@ -203,10 +211,10 @@ class RelayRecording:
                 continue
             outcome = self._recorder.on_seal(item.header, item.signature)
             if isinstance(outcome, ChunkRebuilt):
-                async with self._lock:
-                    await self._store_released(self._gate.offer(RelayedChunk(outcome.chunk)))
+                self._submit(self._gate.offer(RelayedChunk(outcome.chunk)))
             else:
                 _log.warning("%s/%s: %s", exp.device_id, exp.stream, outcome)
+        await self.flush()
 
     # -- triggers ---------------------------------------------------------------------------
 
@@ -231,9 +239,10 @@ class RelayRecording:
     async def trigger(
         self, kind: TriggerKind, start_ns: int, end_ns: int | None = None, *, source: str = ""
     ) -> None:
-        """Open (end_ns None) or add a recording window; store the chunks it releases."""
-        async with self._lock:
-            await self._store_released(self._gate.trigger(kind, start_ns, end_ns, source=source))
+        """Open (end_ns None) or add a recording window; returns once the chunks it
+        releases (the pre-buffer) are stored."""
+        self._submit(self._gate.trigger(kind, start_ns, end_ns, source=source))
+        await self.flush()
 
     def end_trigger(self, kind: TriggerKind, end_ns: int, *, source: str = "") -> None:
         self._gate.end_trigger(kind, end_ns, source=source)
@@ -270,9 +279,57 @@ class RelayRecording:
             notice=self._protocol_notice or self._recorder.unsealed_notice,
         )
 
+    async def flush(self) -> None:
+        """Until every chunk released so far is stored."""
+        await self._idle.wait()
+
+    async def close(self, *, timeout_s: float = 10.0) -> None:
+        """Store what waits (for at most `timeout_s`), then stop writing."""
+        try:
+            async with asyncio.timeout(timeout_s):
+                await self.flush()
+        except TimeoutError:
+            _log.warning("stopping with %d batches of chunks not stored", self._writes.qsize())
+        writer = self._writer
+        if writer is not None and not writer.done():
+            writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await writer
+        self._idle.set()
+
     # -- internals --------------------------------------------------------------------------
 
-    async def _store_released(self, releases: list[GateRelease[RelayedChunk]]) -> None:
+    def _submit(self, releases: list[GateRelease[RelayedChunk]]) -> None:
+        if not releases:
+            return
+        self._idle.clear()
+        self._writes.put_nowait(releases)
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.create_task(self._write_queued(), name="relay-writer")
+
+    async def _write_queued(self) -> None:
+        """Store what waits, in order, a batch at a time; ends when nothing waits. Not
+        cancelled with the stream: chunks the site signed and the gate wanted are stored."""
+        try:
+            while not self._writes.empty():
+                batch: list[GateRelease[RelayedChunk]] = []
+                while not self._writes.empty():
+                    batch.extend(self._writes.get_nowait())
+                held = await self._store_released(batch)
+                if held and self._on_stored is not None:
+                    try:
+                        await self._on_stored(held)
+                    except Exception:
+                        _log.exception("after storing %d chunks", len(held))
+        finally:
+            if self._writes.empty():
+                self._idle.set()
+
+    async def _store_released(
+        self, releases: list[GateRelease[RelayedChunk]]
+    ) -> list[SignedChunk]:
+        """Store the chunks in order; those now held (stored or already there)."""
+        held: list[SignedChunk] = []
         for release in releases:
             chunk = release.chunk.chunk
             # Rebuilt chunks had their payload hash checked against the header.
@@ -296,5 +353,5 @@ class RelayRecording:
                 self._stored += 1
             else:
                 self._already_stored += 1
-            if self._on_stored is not None:
-                await self._on_stored(chunk)
+            held.append(chunk)
+        return held

@@ -199,6 +199,7 @@ async def recording_running(
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+            await recording.close()
 
 
 def new_recording(
@@ -328,8 +329,9 @@ async def test_a_packet_lost_in_transit_misses_its_chunk_and_forged_seals_are_re
         problems = "\n".join(status.recent_problems)
         assert f"missed chunk seq {lost}: packet" in problems
         assert f"(pts {dropped[0]}) did not arrive" in problems
-        assert f"refused chunk seq {forged}: the signature does not verify" in problems
-        assert f"refused chunk seq {altered}: the signature does not verify" in problems
+        for seq in (forged, altered):
+            reason = f"chunk cam-1/lq #{seq}: the signature does not verify"
+            assert f"refused chunk seq {seq}: {reason}" in problems
         assert status.chunks_refused == 2
         chunks = await stored_chunks(store, site, "lq")
         await assert_identical_to_the_sites(site, chunks)
