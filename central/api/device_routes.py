@@ -9,6 +9,7 @@ ones at once; `next` is null on the last page.
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Callable, Mapping
 
 from aiohttp import web
@@ -17,11 +18,11 @@ from central.api.account_routes import no_query
 from central.api.bodies import device_json, timeline_json
 from central.api.body_members import optional_object
 from central.api.services import SERVICES, CentralServices
-from central.api.web_app import ApiError, ApiRoute, principal_may
+from central.api.web_app import PRINCIPAL, ApiError, ApiRoute
 from central.auth import Action
 from central.catalog.catalog import Catalog
 from central.catalog.errors import NotFound
-from central.catalog.records import LIVE_FEEDS, RECORDINGS, DeviceRecord, SiteRecord
+from central.catalog.records import LIVE_FEEDS, RECORDINGS, DeviceRecord
 from central.central_rule import CentralRule
 from central.connector_state import ConnectorStatus
 from central.live_feeds import LiveRefused
@@ -84,41 +85,58 @@ async def _list_devices(request: web.Request) -> web.Response:
     if present_only not in ("true", "false"):
         raise BadRequest("present", "must be true or false")
     paging = page_bounds(query)
-    if paging is not None:
-        limit, after = paging
-        sites_of, page, next_after = await asyncio.to_thread(
-            _device_page,
-            services.catalog,
-            site_id=site_id,
-            present_only=present_only == "true",
-            after=after,
-            limit=limit,
-            visible=lambda device_id: principal_may(request, Action.VIEW, device_id),
+    online = services.registry.online_site_ids()
+    policy, principal = services.policy, request[PRINCIPAL]
+
+    def visible(device_id: str) -> bool:  # called in a worker thread: no request state
+        return policy.allows(principal, Action.VIEW, device_id)
+
+    if paging is None:
+        body = await asyncio.to_thread(
+            _device_list_json, services.catalog, site_id, present_only == "true", visible, online
         )
-        online = {sid: _online(services, sid) for sid in sites_of}
-        return web.json_response(
-            {
-                "devices": [device_json(d, sites_of[d.site_id], online[d.site_id]) for d in page],
-                "next": next_after,
-            }
-        )
-    sites = {s.site_id: s for s in services.catalog.sites()}
-    if site_id is not None and site_id not in sites:
-        raise BadRequest("site", f"no site {site_id!r}")
-    devices = services.catalog.devices(site_id, present_only=present_only == "true")
-    online = {sid: _online(services, sid) for sid in sites}
-    return web.json_response(
-        {
-            "devices": [
-                device_json(d, sites.get(d.site_id), online.get(d.site_id, False))
-                for d in devices
-                if principal_may(request, Action.VIEW, d.device_id)
-            ]
-        }
+        return json_body(body)
+    limit, after = paging
+    body = await asyncio.to_thread(
+        _device_page_json,
+        services.catalog,
+        site_id=site_id,
+        present_only=present_only == "true",
+        after=after,
+        limit=limit,
+        visible=visible,
+        online=online,
     )
+    return json_body(body)
 
 
-def _device_page(
+def json_body(body: bytes) -> web.Response:
+    """A JSON answer encoded beforehand (in a worker thread, for long lists)."""
+    return web.Response(body=body, content_type="application/json")
+
+
+def _device_list_json(
+    catalog: Catalog,
+    site_id: str | None,
+    present_only: bool,
+    visible: Callable[[str], bool],
+    online: frozenset[str],
+) -> bytes:
+    """The complete device list, encoded (blocking)."""
+    try:
+        devices = catalog.devices(site_id, present_only=present_only)
+    except NotFound:
+        raise BadRequest("site", f"no site {site_id!r}") from None
+    sites = catalog.sites_by_id([d.site_id for d in devices])
+    listed = [
+        device_json(d, sites.get(d.site_id), d.site_id in online)
+        for d in devices
+        if visible(d.device_id)
+    ]
+    return json.dumps({"devices": listed}).encode()
+
+
+def _device_page_json(
     catalog: Catalog,
     *,
     site_id: str | None,
@@ -126,39 +144,44 @@ def _device_page(
     after: str | None,
     limit: int,
     visible: Callable[[str], bool],
-) -> tuple[dict[str, SiteRecord], list[DeviceRecord], str | None]:
-    """One page of the device list, in the complete list's order (site id, then as listed),
-    with the sites of its devices and the `after` of the next page (blocking)."""
-    sites = {s.site_id: s for s in catalog.sites()}
-    if site_id is not None and site_id not in sites:
-        raise BadRequest("site", f"no site {site_id!r}")
-    order = sorted(sites) if site_id is None else [site_id]
-    start, anchor = 0, None
+    online: frozenset[str],
+) -> bytes:
+    """One page of the device list in the complete list's order (site id, then as listed),
+    with the `next` of the page after, encoded (blocking). Reads as many devices as the page
+    needs (more only where some are not visible to the caller)."""
     if after is not None:
         try:
             anchor = catalog.device(after)
         except NotFound:
             anchor = None
-        if anchor is None or not visible(anchor.device_id) or anchor.site_id not in order:
+        if (
+            anchor is None
+            or not visible(anchor.device_id)
+            or (site_id is not None and anchor.site_id != site_id)
+        ):
             raise BadRequest("after", f"no device {after!r} in this list (start again without it)")
-        start = order.index(anchor.site_id)
     page: list[DeviceRecord] = []
-    for listed_site in order[start:]:
+    cursor, more = after, True
+    while more and len(page) <= limit:
         try:
-            devices = catalog.devices(listed_site)
-        except NotFound:
-            continue  # removed while the page was read
-        if anchor is not None and listed_site == anchor.site_id:
-            ids = [d.device_id for d in devices]
-            devices = devices[ids.index(anchor.device_id) + 1 :]
-        for device in devices:
-            if (device.present or not present_only) and visible(device.device_id):
-                page.append(device)
-        if len(page) > limit:
-            break
+            read = catalog.devices_page(
+                site_id=site_id, present_only=present_only, after=cursor, limit=limit + 1
+            )
+        except NotFound as exc:
+            if exc.what == "site":
+                raise BadRequest("site", f"no site {site_id!r}") from None
+            raise BadRequest(
+                "after", f"no device {cursor!r} in this list (removed while listing; start again)"
+            ) from None
+        more = len(read) > limit
+        page.extend(d for d in read if visible(d.device_id))
+        if read:
+            cursor = read[-1].device_id
     next_after = page[limit - 1].device_id if len(page) > limit else None
     page = page[:limit]
-    return {d.site_id: sites[d.site_id] for d in page}, page, next_after
+    sites = catalog.sites_by_id([d.site_id for d in page])
+    listed = [device_json(d, sites.get(d.site_id), d.site_id in online) for d in page]
+    return json.dumps({"devices": listed, "next": next_after}).encode()
 
 
 async def _get_device(request: web.Request) -> web.Response:

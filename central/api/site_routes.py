@@ -8,20 +8,22 @@ thread; `next` is null on the last page.
 from __future__ import annotations
 
 import asyncio
-from collections import Counter
+import json
+from collections.abc import Mapping
 
 from aiohttp import web
 
 from central.api.account_routes import no_query
 from central.api.bodies import hardware_json, site_json
 from central.api.body_members import optional_boolean, optional_integer, optional_object
-from central.api.device_routes import page_bounds
+from central.api.device_routes import json_body, page_bounds
 from central.api.services import SERVICES, CentralServices
 from central.api.web_app import ApiRoute
 from central.auth import Action
 from central.catalog.catalog import Catalog
 from central.catalog.errors import NotFound
 from central.catalog.records import SiteRecord
+from central.connector_state import ConnectorView
 from central.site_management import DEFAULT_SITE_PORT, SiteSettings
 from shared.api_input import (
     BadRequest,
@@ -54,48 +56,44 @@ async def _list_sites(request: web.Request) -> web.Response:
     query = query_values(request.query.items(), required=(), optional=("limit", "after"))
     services = request.app[SERVICES]
     paging = page_bounds(query)
-    if paging is not None:
-        limit, after = paging
-        page, next_after = await asyncio.to_thread(_site_page, services.catalog, after, limit)
-        return web.json_response(
-            {
-                "sites": [_site_body(services, site, count) for site, count in page],
-                "next": next_after,
-            }
-        )
-    sites = services.catalog.sites()
-    counts = Counter(d.site_id for d in services.catalog.devices(present_only=True))
-    return web.json_response({"sites": [_site_body(services, s, counts[s.site_id]) for s in sites]})
+    views = services.registry.views()
+    if paging is None:
+        return json_body(await asyncio.to_thread(_site_list_json, services.catalog, views))
+    limit, after = paging
+    return json_body(
+        await asyncio.to_thread(_site_page_json, services.catalog, views, after, limit)
+    )
 
 
-def _site_page(
-    catalog: Catalog, after: str | None, limit: int
-) -> tuple[list[tuple[SiteRecord, int]], str | None]:
-    """One page of the site list in the complete list's order (as added), each site with its
-    count of present devices, and the `after` of the next page (blocking)."""
+def _site_list_json(catalog: Catalog, views: Mapping[str, ConnectorView]) -> bytes:
+    """The complete site list, each site with its count of present devices (blocking)."""
     sites = catalog.sites()
-    start = 0
-    if after is not None:
-        ids = [s.site_id for s in sites]
-        if after not in ids:
-            raise BadRequest("after", f"no site {after!r} (start again without it)")
-        start = ids.index(after) + 1
-    page = sites[start : start + limit]
-    next_after = page[-1].site_id if page and start + limit < len(sites) else None
-    counted = []
-    for site in page:
-        try:
-            counted.append((site, len(catalog.devices(site.site_id, present_only=True))))
-        except NotFound:
-            continue  # removed while the page was read
-    return counted, next_after
+    counts = catalog.present_device_counts()
+    listed = [site_json(s, views.get(s.site_id), counts.get(s.site_id, 0)) for s in sites]
+    return json.dumps({"sites": listed}).encode()
+
+
+def _site_page_json(
+    catalog: Catalog, views: Mapping[str, ConnectorView], after: str | None, limit: int
+) -> bytes:
+    """One page of the site list in the complete list's order (as added), each site with
+    its count of present devices, and the `next` of the page after (blocking)."""
+    try:
+        read = catalog.sites_page(after=after, limit=limit + 1)
+    except NotFound:
+        raise BadRequest("after", f"no site {after!r} (start again without it)") from None
+    page = read[:limit]
+    next_after = page[-1].site_id if len(read) > limit else None
+    counts = catalog.present_device_counts([s.site_id for s in page])
+    listed = [site_json(s, views.get(s.site_id), counts.get(s.site_id, 0)) for s in page]
+    return json.dumps({"sites": listed, "next": next_after}).encode()
 
 
 async def _get_site(request: web.Request) -> web.Response:
     no_query(request)
     services = request.app[SERVICES]
     site = services.catalog.site(request.match_info["site_id"])
-    count = len(services.catalog.devices(site.site_id, present_only=True))
+    count = services.catalog.present_device_counts([site.site_id]).get(site.site_id, 0)
     return web.json_response(_site_body(services, site, count))
 
 

@@ -67,6 +67,21 @@ class Catalog(Protocol):
         """Every site, in the order they were added."""
         ...
 
+    def sites_page(self, *, after: str | None, limit: int) -> list[SiteRecord]:
+        """At most `limit` sites in the order of `sites`, from the one after the site
+        `after` (from the first when None); `NotFound` when `after` is no site. The cost
+        follows `limit`, not the number of sites."""
+        ...
+
+    def sites_by_id(self, site_ids: Sequence[str]) -> dict[str, SiteRecord]:
+        """The sites among `site_ids` that exist, by id."""
+        ...
+
+    def present_device_counts(self, site_ids: Sequence[str] | None = None) -> dict[str, int]:
+        """How many present devices each site has (of `site_ids`, or of every site); a site
+        without any is absent from the answer."""
+        ...
+
     def site_by_remote_id(self, remote_site_id: str) -> SiteRecord | None:
         """The site with this identity of its own, or None."""
         ...
@@ -100,6 +115,20 @@ class Catalog(Protocol):
     ) -> list[DeviceRecord]:
         """Devices of one site (or of all sites, site by site), each site's in the order
         they were first seen. `NotFound` for an unknown `site_id`."""
+        ...
+
+    def devices_page(
+        self,
+        *,
+        site_id: str | None = None,
+        present_only: bool = False,
+        after: str | None,
+        limit: int,
+    ) -> list[DeviceRecord]:
+        """At most `limit` devices in the order of `devices`, from the one after the device
+        `after` (from the first when None). `NotFound` for an unknown `site_id`, or when
+        `after` is no device of that list. The cost follows `limit`, not the number of
+        devices."""
         ...
 
     def device(self, device_id: str) -> DeviceRecord:

@@ -92,6 +92,7 @@ BUSY_TIMEOUT_S = 5.0
 """How long a write waits for another process's transaction (a backup) before failing."""
 _ID_ATTEMPTS = 8
 
+_IDS_PER_QUERY = 500  # well below SQLite's limit on parameters in one statement
 _SITES = select_list(SITE_COLUMNS)
 _DEVICES = select_list(DEVICE_COLUMNS)
 _USERS = select_list(USER_COLUMNS)
@@ -229,6 +230,50 @@ class SqliteCatalog:
             rows = db.execute(f"SELECT {_SITES} FROM sites ORDER BY rowid").fetchall()
         return [site_from_row(row) for row in rows]
 
+    def sites_page(self, *, after: str | None, limit: int) -> list[SiteRecord]:
+        with self._reading() as db:
+            if after is None:
+                rows = db.execute(
+                    f"SELECT {_SITES} FROM sites ORDER BY rowid LIMIT ?", (limit,)
+                ).fetchall()
+            else:
+                anchor = db.execute(
+                    "SELECT rowid FROM sites WHERE site_id = ?", (after,)
+                ).fetchone()
+                if anchor is None:
+                    raise NotFound("site", after)
+                rows = db.execute(
+                    f"SELECT {_SITES} FROM sites WHERE rowid > ? ORDER BY rowid LIMIT ?",
+                    (anchor[0], limit),
+                ).fetchall()
+        return [site_from_row(row) for row in rows]
+
+    def sites_by_id(self, site_ids: Sequence[str]) -> dict[str, SiteRecord]:
+        found: dict[str, SiteRecord] = {}
+        with self._reading() as db:
+            for part, marks in _id_parts(site_ids):
+                rows = db.execute(
+                    f"SELECT {_SITES} FROM sites WHERE site_id IN ({marks})", part
+                ).fetchall()
+                for row in rows:
+                    site = site_from_row(row)
+                    found[site.site_id] = site
+        return found
+
+    def present_device_counts(self, site_ids: Sequence[str] | None = None) -> dict[str, int]:
+        query = "SELECT site_id, count(*) FROM devices WHERE present = 1"
+        with self._reading() as db:
+            if site_ids is None:
+                rows = db.execute(f"{query} GROUP BY site_id").fetchall()
+                return {site_id: count for site_id, count in rows}
+            counts: dict[str, int] = {}
+            for part, marks in _id_parts(site_ids):
+                rows = db.execute(
+                    f"{query} AND site_id IN ({marks}) GROUP BY site_id", part
+                ).fetchall()
+                counts.update({site_id: count for site_id, count in rows})
+            return counts
+
     def site_by_remote_id(self, remote_site_id: str) -> SiteRecord | None:
         with self._reading() as db:
             row = db.execute(
@@ -309,6 +354,39 @@ class SqliteCatalog:
             if site_id is not None:
                 _site_in(db, site_id)
             return _devices_in(db, site_id, present_only=present_only)
+
+    def devices_page(
+        self,
+        *,
+        site_id: str | None = None,
+        present_only: bool = False,
+        after: str | None,
+        limit: int,
+    ) -> list[DeviceRecord]:
+        conditions: list[str] = []
+        params: list[object] = []
+        with self._reading() as db:
+            if site_id is not None:
+                _site_in(db, site_id)
+                conditions.append("site_id = ?")
+                params.append(site_id)
+            if present_only:
+                conditions.append("present = 1")
+            if after is not None:
+                anchor = db.execute(
+                    "SELECT site_id, rowid FROM devices WHERE device_id = ?", (after,)
+                ).fetchone()
+                if anchor is None or (site_id is not None and anchor[0] != site_id):
+                    raise NotFound("device", after)
+                # Keyset: the list's order is (site_id, rowid), which devices_by_site holds.
+                conditions.append("(site_id, rowid) > (?, ?)")
+                params.extend(anchor)
+            where = f"WHERE {' AND '.join(conditions)}" if conditions else ""
+            rows = db.execute(
+                f"SELECT {_DEVICES} FROM devices {where} ORDER BY site_id, rowid LIMIT ?",
+                (*params, limit),
+            ).fetchall()
+        return [device_from_row(row) for row in rows]
 
     def device(self, device_id: str) -> DeviceRecord:
         with self._reading() as db:
@@ -664,6 +742,14 @@ def _unused_id(
             drawn.add(candidate)
             return candidate
     raise CatalogError(f"no unused {table} id after {_ID_ATTEMPTS} random draws")
+
+
+def _id_parts(ids: Sequence[str]) -> Iterator[tuple[list[str], str]]:
+    """The distinct `ids` in parts small enough for one statement, each with its `?` marks."""
+    wanted = list(dict.fromkeys(ids))
+    for start in range(0, len(wanted), _IDS_PER_QUERY):
+        part = wanted[start : start + _IDS_PER_QUERY]
+        yield part, ",".join("?" * len(part))
 
 
 def _site_in(db: sqlite3.Connection, site_id: str) -> SiteRecord:
