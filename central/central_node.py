@@ -35,6 +35,7 @@ from central.config import CentralConfig
 from central.connector_state import ConnectorPolicy
 from central.device_timeline import DeviceTimelines
 from central.export_service import ExportService
+from central.ingest_writer import IngestWriter
 from central.live_feeds import LiveFeeds
 from central.receipt_book import ReceiptBook
 from central.site_dialer import SiteDialer
@@ -91,6 +92,7 @@ class CentralNode:
         self._retention: asyncio.Task[None] | None = None
         self.registry: SiteRegistry | None = None
         self.live: LiveFeeds | None = None
+        self.ingest: IngestWriter | None = None
         self.services: CentralServices | None = None
         self.port: int | None = None
 
@@ -143,6 +145,11 @@ class CentralNode:
             host = "127.0.0.1"
         return f"{self.config.api.scheme}://{host}:{self.port}"
 
+    @property
+    def web_app(self) -> aiohttp.web.Application | None:
+        """The API application while serving (to inspect its routes), else None."""
+        return None if self._server is None else self._server.app
+
     async def start(self, *, port: int | None = None) -> int:
         """Start the connectors and serve the API; the bound port (`port` 0: any free one)."""
         config = self.config
@@ -153,7 +160,8 @@ class CentralNode:
             connector=aiohttp.TCPConnector(limit=0),
             timeout=aiohttp.ClientTimeout(sock_connect=10),
         )
-        self.live = LiveFeeds(self.catalog, self.store, clock=clock, receipts=self.receipts)
+        self.ingest = IngestWriter(self.store, self.receipts)
+        self.live = LiveFeeds(self.catalog, self.store, self.ingest, clock=clock)
         registry = SiteRegistry(
             self.catalog,
             dialer=SiteDialer(
@@ -248,6 +256,8 @@ class CentralNode:
             await self.registry.stop()
         if self.live is not None:
             await self.live.stop()
+        if self.ingest is not None:
+            await self.ingest.close()
         if self.services is not None:
             await self.services.discovery.close()
         if self.services is not None:

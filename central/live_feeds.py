@@ -36,9 +36,8 @@ from central.catalog.catalog import Catalog
 from central.catalog.errors import NotFound
 from central.catalog.records import DeviceRecord, SiteRecord
 from central.central_rule import CentralRule
-from central.receipt_book import ReceiptBook
+from central.ingest_writer import ChunkSink
 from central.relay_recording import RelayRecording, RelayRecordingStatus, rule_gate
-from shared.chunk import SignedChunk
 from shared.clock import Clock
 from shared.link import events as ev
 from shared.link_io.client import LinkClient, LinkLost, RequestFailed
@@ -105,18 +104,18 @@ class LiveFeeds:
         self,
         catalog: Catalog,
         store: ChunkStore,
+        ingest: ChunkSink,
         *,
         clock: Clock,
         relay: LiveRelay | None = None,
         linger_s: float = DEFAULT_LINGER_S,
-        receipts: ReceiptBook | None = None,
     ) -> None:
         self._catalog = catalog
         self._store = store
         self._clock = clock
         self.relay = relay or LiveRelay()
         self._linger_s = linger_s
-        self._receipts = receipts
+        self._ingest = ingest
         self._feeds: dict[str, _Feed] = {}
         self._links: dict[str, LinkClient] = {}
         self._link_changed: dict[str, asyncio.Event] = {}
@@ -299,21 +298,16 @@ class LiveFeeds:
                         public_key=site.public_key,
                     ),
                     store=self._store,
+                    sink=self._ingest,
                     gate=rule_gate(rule, time_zone=site.time_zone),
                     clock=self._clock,
                     on_live=publish,
-                    on_stored=self._receipt,
                 )
             await feed.recording.run(link)
             return
         async with link.live(device.remote_device_id, LIVE_STREAM) as batches:
             async for batch in batches:
                 publish(batch)
-
-    async def _receipt(self, chunks: list[SignedChunk]) -> None:
-        """The central's ingest receipts for chunks it has just stored (one transaction)."""
-        if self._receipts is not None:
-            await asyncio.to_thread(self._receipts.issue, chunks)
 
     async def _forward(self, site_id: str, event: Any) -> None:
         for feed in list(self._feeds.values()):

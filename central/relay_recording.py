@@ -17,13 +17,15 @@ it) and from operators (`manual_start`, `manual_stop`). A manual trigger is plac
 wall time of the newest relayed packet, which is the site's clock and what a viewer sees
 at that moment, so a skew between the central's and the site's clocks does not move it.
 
-Chunks are stored in the order the gate releases them by one writer task, in batches, in
-a worker thread, so a slow commit never holds up the stream or its viewers; `flush` waits
-for what was released so far and `close` stores what waits before the store may close.
-A trigger returns once the chunks it released (the pre-buffer) are stored. The store is idempotent,
-so a chunk the central already holds (fetched by transfer, or recorded before a
-reconnection) is not stored twice. `status` reports chunks stored, missed (with reasons),
-refused, left out by the rule, and the packets the site never sealed.
+Chunks are stored in the order the gate releases them by one writer task, in batches,
+through the central's `IngestWriter` (`central/ingest_writer.py`: one group commit for all
+recordings, and the ingest receipts), so a slow commit never holds up the stream or its
+viewers; `flush` waits for what was released so far and `close` stores what waits before
+the store may close. A trigger returns once the chunks it released (the pre-buffer) are
+stored. The store is idempotent, so a chunk the central already holds (fetched by
+transfer, or recorded before a reconnection) is not stored twice. `status` reports chunks
+stored, missed (with reasons), refused, left out by the rule, and the packets the site
+never sealed.
 """
 
 from __future__ import annotations
@@ -31,10 +33,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Protocol
 
+from central.ingest_writer import ChunkSink
 from central.relay_recorder import (
     DEFAULT_MAX_KEPT_BYTES,
     DEFAULT_MAX_KEPT_PACKETS,
@@ -146,10 +149,10 @@ class RelayRecording:
         *,
         expectation: TransferExpectation,
         store: ChunkStore,
+        sink: ChunkSink,
         gate: RecordingGate[RelayedChunk],
         clock: Clock,
         on_live: Callable[[ev.LiveReceived], None] | None = None,
-        on_stored: Callable[[list[SignedChunk]], Awaitable[None]] | None = None,
         trigger_inputs: frozenset[str] | None = None,
         max_packet_age_ns: int = DEFAULT_MAX_PACKET_AGE_NS,
         max_kept_bytes: int = DEFAULT_MAX_KEPT_BYTES,
@@ -160,7 +163,7 @@ class RelayRecording:
         self._gate = gate
         self._clock = clock
         self._on_live = on_live
-        self._on_stored = on_stored
+        self._sink = sink
         self._trigger_inputs = trigger_inputs
         self._recorder = RelayRecorder(
             expectation,
@@ -315,43 +318,23 @@ class RelayRecording:
                 batch: list[GateRelease[RelayedChunk]] = []
                 while not self._writes.empty():
                     batch.extend(self._writes.get_nowait())
-                held = await self._store_released(batch)
-                if held and self._on_stored is not None:
-                    try:
-                        await self._on_stored(held)
-                    except Exception:
-                        _log.exception("after storing %d chunks", len(held))
+                await self._store_released(batch)
         finally:
             if self._writes.empty():
                 self._idle.set()
 
-    async def _store_released(
-        self, releases: list[GateRelease[RelayedChunk]]
-    ) -> list[SignedChunk]:
-        """Store the chunks in order; those now held (stored or already there)."""
-        held: list[SignedChunk] = []
-        for release in releases:
-            chunk = release.chunk.chunk
-            # Rebuilt chunks had their payload hash checked against the header.
-            writing = asyncio.ensure_future(
-                asyncio.to_thread(self._store.put, chunk, payload_hash_checked=True)
-            )
-            try:
-                stored = await asyncio.shield(writing)
-            except asyncio.CancelledError:
-                # The write goes on in its thread whatever happens here: let it finish, so
-                # whoever closes the store after this task is not racing it.
-                await asyncio.gather(writing, return_exceptions=True)
-                raise
-            except StoreError as exc:
+    async def _store_released(self, releases: list[GateRelease[RelayedChunk]]) -> None:
+        """Store the chunks in order, through the sink (rebuilt chunks had their payload
+        hash checked against the header, and their signature and chain by accept_chunk)."""
+        chunks = [release.chunk.chunk for release in releases]
+        outcomes = await self._sink.put_verified(chunks)
+        for chunk, outcome in zip(chunks, outcomes, strict=True):
+            if isinstance(outcome, StoreError):
                 self._failed += 1
-                problem = f"chunk seq {chunk.header.seq} not stored: {exc}"
+                problem = f"chunk seq {chunk.header.seq} not stored: {outcome}"
                 self._recorder.counters.recent_problems.append(problem)
                 _log.error("%s/%s: %s", chunk.header.device_id, chunk.header.stream, problem)
-                continue
-            if stored:
+            elif outcome:
                 self._stored += 1
             else:
                 self._already_stored += 1
-            held.append(chunk)
-        return held

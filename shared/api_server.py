@@ -32,6 +32,11 @@ class ApiServer:
         self.port: int | None = None  # the port actually bound, once started
 
     @property
+    def app(self) -> web.Application:
+        """The application served (to inspect its routes; not to change it)."""
+        return self._app
+
+    @property
     def scheme(self) -> str:
         return "http" if self._ssl_context is None else "https"
 

@@ -40,7 +40,7 @@ import hashlib
 import logging
 import shutil
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from enum import Enum
 from pathlib import Path
 from types import TracebackType
@@ -263,25 +263,78 @@ class ChunkStore:
                 "read transaction may be pinning freed pages"
             )
 
+    def put_many(
+        self, chunks: Sequence[SignedChunk], *, payload_hash_checked: bool = False
+    ) -> list[bool | StoreError]:
+        """Store `chunks` in order in one synced transaction (a group commit: one sync for
+        many streams' chunks); for each, what `put` would return, or the `StoreError` it
+        would raise. A chunk refused (`ChunkInvalid`, `ChunkConflict`) does not hold back
+        the others. When the batch meets a full map or disk, or a disk error, its chunks are
+        stored one by one by `put`, which frees space as it does and says which failed.
+        """
+        self._require_writable()
+        outcomes: list[bool | StoreError | None] = [None] * len(chunks)
+        admitted: list[tuple[int, SignedChunk, ChunkHeader, int]] = []
+        for index, chunk in enumerate(chunks):
+            try:
+                header = _validated_header(
+                    chunk, hash_payload=not payload_hash_checked, home_site_id=self._home_site_id
+                )
+            except ChunkInvalid as exc:
+                outcomes[index] = exc
+                continue
+            admitted.append((index, chunk, header, stored_bytes_of(chunk)))
+        with self._write_lock:
+            try:
+                with self._env.begin(write=True) as raw:
+                    txn = TableTxn(raw, self._tables)
+                    now_ns = self._clock.now_ns()
+                    for index, chunk, header, size in admitted:
+                        try:
+                            outcomes[index] = self._insert(txn, chunk, header, size, now_ns)
+                        except ChunkConflict as exc:  # raised before it wrote anything
+                            outcomes[index] = exc
+            except lmdb.Error as exc:  # nothing of the batch was committed
+                _log.warning("%s: %s in a batch of %d; one by one", self._path, exc, len(chunks))
+                fallback = True
+            else:
+                fallback = False
+        if fallback:
+            for index, chunk, _header, _size in admitted:
+                try:
+                    outcomes[index] = self.put(chunk, payload_hash_checked=True)
+                except StoreError as exc:
+                    outcomes[index] = exc
+        done = [o for o in outcomes if o is not None]
+        if len(done) != len(chunks):
+            raise AssertionError("put_many left a chunk without an outcome")
+        return done
+
     def _put_once(self, chunk: SignedChunk, header: ChunkHeader, size: int) -> bool:
-        now_ns = self._clock.now_ns()
-        chunk_hash = chunk.chunk_hash
         with self._env.begin(write=True) as raw:
             txn = TableTxn(raw, self._tables)
-            record = txn.find_stream(header.site_id, header.device_id, header.stream)
-            admission = _Admission.NEW
-            if record is not None:
-                admission = _admit(txn, record, header, chunk_hash, self._home_site_id)
-                if admission is _Admission.DUPLICATE:
-                    return False
-            if self._guard_quota(txn, size, now_ns) and record is not None:
-                record = txn.stream_record(record.stream_id)  # its counters moved
-            if record is None:
-                record = txn.create_stream(header.site_id, header.device_id, header.stream)
-            if admission is _Admission.RESTORE:
-                # The same chunk came back (a re-sent or re-retrieved copy): store it again.
-                txn.delete_tombstone(record.stream_id, header.seq)
-            txn.insert_chunk(record, chunk, chunk_hash, size)
+            return self._insert(txn, chunk, header, size, self._clock.now_ns())
+
+    def _insert(
+        self, txn: TableTxn, chunk: SignedChunk, header: ChunkHeader, size: int, now_ns: int
+    ) -> bool:
+        """Store one chunk in `txn`; False for a duplicate. `ChunkConflict` is raised before
+        anything is written for the chunk, so the transaction may go on with others."""
+        chunk_hash = chunk.chunk_hash
+        record = txn.find_stream(header.site_id, header.device_id, header.stream)
+        admission = _Admission.NEW
+        if record is not None:
+            admission = _admit(txn, record, header, chunk_hash, self._home_site_id)
+            if admission is _Admission.DUPLICATE:
+                return False
+        if self._guard_quota(txn, size, now_ns) and record is not None:
+            record = txn.stream_record(record.stream_id)  # its counters moved
+        if record is None:
+            record = txn.create_stream(header.site_id, header.device_id, header.stream)
+        if admission is _Admission.RESTORE:
+            # The same chunk came back (a re-sent or re-retrieved copy): store it again.
+            txn.delete_tombstone(record.stream_id, header.seq)
+        txn.insert_chunk(record, chunk, chunk_hash, size)
         return True
 
     def _guard_quota(self, txn: TableTxn, size: int, now_ns: int) -> bool:

@@ -27,6 +27,7 @@ from agent.site_tls import site_identity
 from agent.source_factory import build_source
 from agent.store_writer import StoreWriter
 from agent.web_api import build_web_app
+from central.ingest_writer import IngestWriter
 from central.relay_recorder import DEFAULT_MAX_PACKET_AGE_NS
 from central.relay_recording import RelayedChunk, RelayRecording, rule_gate
 from shared.api_server import ApiServer
@@ -214,6 +215,7 @@ def new_recording(
     return RelayRecording(
         expectation=TransferExpectation(site.site_id, "cam-1", stream, site.signer.public_key),
         store=store,
+        sink=IngestWriter(store, None),
         gate=gate,
         clock=site.clock,
         max_packet_age_ns=max_packet_age_ns,
@@ -270,6 +272,7 @@ async def test_always_stores_every_chunk_byte_for_byte_as_the_site_did(tmp_path:
         recording = RelayRecording(
             expectation=TransferExpectation(site.site_id, "cam-1", "lq", site.signer.public_key),
             store=store,
+            sink=IngestWriter(store, None),
             gate=rule_gate(Rule("always"), time_zone="UTC"),
             clock=site.clock,
             on_live=lambda item: viewed.append(len(item.packets)),

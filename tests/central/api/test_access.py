@@ -10,8 +10,6 @@ import re
 from pathlib import Path
 from typing import Any
 
-from aiohttp import web
-
 from central.api.web_app import API_PREFIX
 from shared.passwords import hash_password
 from tests.central.api.central_calls import assert_refused
@@ -25,9 +23,8 @@ VIEWER_PASSWORD = "viewer-pw-1"
 
 def _served_routes(central: RunningCentral) -> set[tuple[str, str]]:
     """(method, path below the API prefix) of every route the running application serves."""
-    server = central.node._server
-    assert server is not None
-    app: web.Application = server._app
+    app = central.node.web_app
+    assert app is not None
     routes = set()
     for resource in app.router.resources():
         path = resource.canonical
