@@ -331,7 +331,10 @@ async def test_every_command_explains_itself(tmp_path: Path) -> None:
         (["site", "remove", "--help"], ["SITE_ID"]),
         (["site", "hardware", "--help"], ["SITE_ID"]),
         (["site", "enrol", "--help"], ["--label", "--expires-in-s"]),
-        (["export", "--help"], ["--device", "--start", "--container", "FILE.evidence"]),
+        (
+            ["export", "--help"],
+            ["--device", "--start", "--container", "FILE.evidence", "FOLDER", "exits 1"],
+        ),
     ]:
         shown = await siteline(*argv, env=env)
         assert shown.code == 0, shown

@@ -1,7 +1,8 @@
 """Exports at the central: the API's routes, `siteline export` as a child process, and the
 file `siteline verify` and ffprobe read. The central holds real chunks: those a real
 recording site made, copied into the central's store as retrieval would, under the site's
-own ids; the site itself was added through the API, so the central knows its key."""
+own ids; the site itself was added through the API, so the central knows its key. Exports of
+several devices are tested in test_multi_device_export.py, with this file's site."""
 
 from __future__ import annotations
 
@@ -35,6 +36,7 @@ from tests.link_io.link_site import LinkSite, TcpProxy, running_link_site
 
 ALL_TIME = (0, 1 << 62)
 CAMERA = "cam-a"
+OTHER_CAMERA = "cam-b"  # recorded at the site; at the central only when a test copies it
 CHUNKS_PER_STREAM = 4
 GATE_TIMEOUT_S = 60.0
 CUT_AFTER_BYTES = 60_000
@@ -45,8 +47,10 @@ class RecordedCentral:
     central: RunningCentral
     site: LinkSite
     device_id: str  # the central's id of cam-a
-    start_ns: int  # of the copied recording
+    other_device_id: str  # the central's id of cam-b
+    start_ns: int  # of cam-a's copied recording
     end_ns: int
+    spans: dict[str, tuple[int, int]]  # of each copied camera's recording
 
     @property
     def start(self) -> str:
@@ -57,14 +61,16 @@ class RecordedCentral:
         return format_instant(self.end_ns)
 
 
-def copy_recordings(site: LinkSite, central_store: ChunkStore) -> tuple[int, int]:
-    """Copy the site's chunks of cam-a into the central's store; the LQ chunks' span."""
+def copy_recordings(
+    site: LinkSite, central_store: ChunkStore, camera: str = CAMERA
+) -> tuple[int, int]:
+    """Copy the site's chunks of `camera` into the central's store; the LQ chunks' span."""
     site_id = site.config.site.id
     span: list[int] = []
     for stream in ("lq", "hq"):
-        metas = site.store.chunk_metas(CAMERA, stream, *ALL_TIME, site_id=site_id)
+        metas = site.store.chunk_metas(camera, stream, *ALL_TIME, site_id=site_id)
         for meta in metas:
-            chunk = site.store.read_chunk(CAMERA, stream, meta.seq, site_id=site_id)
+            chunk = site.store.read_chunk(camera, stream, meta.seq, site_id=site_id)
             assert chunk is not None
             central_store.put(chunk)
         if stream == "lq":
@@ -73,7 +79,11 @@ def copy_recordings(site: LinkSite, central_store: ChunkStore) -> tuple[int, int
 
 
 @contextlib.asynccontextmanager
-async def recorded_central(tmp_path: Path) -> AsyncIterator[RecordedCentral]:
+async def recorded_central(
+    tmp_path: Path, *, cameras: Sequence[str] = (CAMERA,)
+) -> AsyncIterator[RecordedCentral]:
+    """The central holding the recordings of `cameras` (cam-a first: the range is its)."""
+    assert cameras[0] == CAMERA, cameras
     async with (
         running_link_site(tmp_path / "site") as site,
         running_central(tmp_path / "central") as central,
@@ -92,11 +102,24 @@ async def recorded_central(tmp_path: Path) -> AsyncIterator[RecordedCentral]:
         assert status == 201, added
         status, body = await central.call("GET", f"/devices?site={added['id']}")
         assert status == 200
-        [device_id] = [d["id"] for d in body["devices"] if d["remote_device_id"] == CAMERA]
-        await site.wait_for_chunks(CAMERA, "lq", CHUNKS_PER_STREAM)
-        await site.wait_for_chunks(CAMERA, "hq", CHUNKS_PER_STREAM)
-        start_ns, end_ns = await asyncio.to_thread(copy_recordings, site, central.node.store)
-        yield RecordedCentral(central, site, device_id, start_ns, end_ns)
+        ids = {d["remote_device_id"]: d["id"] for d in body["devices"]}
+        spans = []
+        for camera in cameras:
+            await site.wait_for_chunks(camera, "lq", CHUNKS_PER_STREAM)
+            await site.wait_for_chunks(camera, "hq", CHUNKS_PER_STREAM)
+            spans.append(
+                await asyncio.to_thread(copy_recordings, site, central.node.store, camera)
+            )
+        start_ns, end_ns = spans[0]
+        yield RecordedCentral(
+            central,
+            site,
+            ids[CAMERA],
+            ids[OTHER_CAMERA],
+            start_ns,
+            end_ns,
+            dict(zip(cameras, spans, strict=True)),
+        )
 
 
 def probed_duration_s(path: Path) -> float:
@@ -416,7 +439,7 @@ async def test_two_exports_run_at_once_and_exports_last_a_day(tmp_path: Path) ->
         assert first["id"] != second["id"]
         first_folder = folder / first["id"]
         record = json.loads((first_folder / RECORD_NAME).read_text())
-        assert (record["file_name"], record["username"]) == ("1.mkv", "admin")
+        assert (record["files"][0]["file_name"], record["username"]) == ("1.mkv", "admin")
         assert (first_folder / "1.mkv").stat().st_size == first["media_bytes"]
         status, third = await central.call("POST", "/exports", json=body("3.mkv"))  # room again
         assert status == 201, third
