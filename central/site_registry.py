@@ -21,7 +21,7 @@ from collections.abc import Callable, Sequence
 
 from central.catalog.catalog import Catalog
 from central.catalog.records import SiteRecord
-from central.connector_state import ConnectorPolicy, ConnectorStatus, ConnectorView
+from central.connector_state import ConnectorPolicy, ConnectorView
 from central.site_connector import Dialer, LinkWork, SiteConnector
 from shared.clock import Clock
 from shared.link_io.client import LinkClient
@@ -120,18 +120,6 @@ class SiteRegistry:
     def view(self, site_id: str) -> ConnectorView | None:
         connector = self._connectors.get(site_id)
         return None if connector is None else connector.view
-
-    def views(self) -> dict[str, ConnectorView]:
-        """Every site's view now, by site id (a copy: safe to read in a worker thread)."""
-        return {site_id: connector.view for site_id, connector in self._connectors.items()}
-
-    def online_site_ids(self) -> frozenset[str]:
-        """The sites whose link is up now (for lists: one pass, no lookup per site)."""
-        return frozenset(
-            site_id
-            for site_id, connector in self._connectors.items()
-            if connector.view.status is ConnectorStatus.ONLINE
-        )
 
     def link(self, site_id: str) -> LinkClient | None:
         """The site's open link, or None (never waits)."""

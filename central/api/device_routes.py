@@ -85,7 +85,10 @@ async def _list_devices(request: web.Request) -> web.Response:
     if present_only not in ("true", "false"):
         raise BadRequest("present", "must be true or false")
     paging = page_bounds(query)
-    online = services.registry.online_site_ids()
+
+    def online(site_id: str) -> bool:  # one dictionary lookup, safe from a worker thread
+        return _online(services, site_id)
+
     policy, principal = services.policy, request[PRINCIPAL]
 
     def visible(device_id: str) -> bool:  # called in a worker thread: no request state
@@ -120,7 +123,7 @@ def _device_list_json(
     site_id: str | None,
     present_only: bool,
     visible: Callable[[str], bool],
-    online: frozenset[str],
+    online: Callable[[str], bool],
 ) -> bytes:
     """The complete device list, encoded (blocking)."""
     try:
@@ -129,7 +132,7 @@ def _device_list_json(
         raise BadRequest("site", f"no site {site_id!r}") from None
     sites = catalog.sites_by_id([d.site_id for d in devices])
     listed = [
-        device_json(d, sites.get(d.site_id), d.site_id in online)
+        device_json(d, sites.get(d.site_id), online(d.site_id))
         for d in devices
         if visible(d.device_id)
     ]
@@ -144,7 +147,7 @@ def _device_page_json(
     after: str | None,
     limit: int,
     visible: Callable[[str], bool],
-    online: frozenset[str],
+    online: Callable[[str], bool],
 ) -> bytes:
     """One page of the device list in the complete list's order (site id, then as listed),
     with the `next` of the page after, encoded (blocking). Reads as many devices as the page
@@ -180,7 +183,7 @@ def _device_page_json(
     next_after = page[limit - 1].device_id if len(page) > limit else None
     page = page[:limit]
     sites = catalog.sites_by_id([d.site_id for d in page])
-    listed = [device_json(d, sites.get(d.site_id), d.site_id in online) for d in page]
+    listed = [device_json(d, sites.get(d.site_id), online(d.site_id)) for d in page]
     return json.dumps({"devices": listed, "next": next_after}).encode()
 
 
