@@ -1,4 +1,5 @@
-"""The central's catalog: sites, devices, users, tokens, enrolment, notifications, settings.
+"""The central's catalog: sites, devices, users, tokens, enrolment, notifications, settings,
+retrieval jobs.
 
 Callers use the `Catalog` protocol; `SqliteCatalog` is the embedded implementation. Media
 is not here: it lives in the chunk store (`shared/store/`). See docs/design/catalog.md.
@@ -38,6 +39,14 @@ from central.catalog.records import (
 from central.catalog.schema import SCHEMA_VERSION
 from central.catalog.secret_box import SecretBox
 from central.catalog.sqlite_catalog import SqliteCatalog
+from central.retrieval.job_records import (
+    JobOrigin,
+    JobState,
+    JobStream,
+    NewRetrievalJob,
+    RetrievalJob,
+)
+from central.retrieval.job_state import JobTransitionError
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -52,12 +61,18 @@ __all__ = [
     "HardwareChange",
     "HardwareDiff",
     "InvalidRecord",
+    "JobOrigin",
+    "JobState",
+    "JobStream",
+    "JobTransitionError",
     "LiveFeed",
     "NewDevice",
+    "NewRetrievalJob",
     "NewSite",
     "NotFound",
     "Notification",
     "Recording",
+    "RetrievalJob",
     "RetrievalSettings",
     "Role",
     "SchemaError",

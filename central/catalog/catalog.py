@@ -19,7 +19,7 @@ Conventions, for every implementation:
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Protocol
 
 from central.catalog.records import (
@@ -36,13 +36,16 @@ from central.catalog.records import (
     TokenRecord,
     UserRecord,
 )
+from central.retrieval.job_records import JobState, JobStream, NewRetrievalJob, RetrievalJob
 
 DEFAULT_NOTIFICATION_LIMIT = 100
 MAX_NOTIFICATION_LIMIT = 10_000
+DEFAULT_RETRIEVAL_JOB_LIMIT = 100
+MAX_RETRIEVAL_JOB_LIMIT = 1000
 
 
 class Catalog(Protocol):
-    """Sites, devices, users, tokens, enrolment, notifications and settings."""
+    """Sites, devices, users, tokens, enrolment, notifications, settings, retrieval jobs."""
 
     # --- sites ---------------------------------------------------------------------------
 
@@ -257,4 +260,89 @@ class Catalog(Protocol):
 
     def close(self) -> None:
         """Release the database; later calls raise `CatalogError`. Idempotent."""
+        ...
+
+    # --- retrieval jobs ------------------------------------------------------------------
+    # Jobs are history: none is ever removed, except with its site (or all its devices).
+    # State changes follow `central/retrieval/job_state.py`; a change the rules refuse
+    # raises its `JobTransitionError`, which is a `Conflict`.
+
+    def add_retrieval_job(self, new: NewRetrievalJob) -> RetrievalJob:
+        """Store a pending job with an empty stream per device, in one transaction.
+        `NotFound` for an unknown site; `InvalidRecord` naming a device that does not
+        exist, is of another site, or has no stream of the job's quality."""
+        ...
+
+    def retrieval_job(self, job_id: str) -> RetrievalJob:
+        """The job with its streams; `NotFound` if there is none."""
+        ...
+
+    def retrieval_jobs(
+        self,
+        *,
+        states: Collection[JobState] | None = None,
+        site_id: str | None = None,
+        after: str | None = None,
+        limit: int = DEFAULT_RETRIEVAL_JOB_LIMIT,
+    ) -> list[RetrievalJob]:
+        """At most `limit` jobs in `states` (None: any) of `site_id` (None: any site),
+        newest first, from the one after the job `after` (from the newest when None; it may
+        be a job outside the filter). `NotFound` for an unknown site or `after`. The cost
+        follows `limit`, not the number of jobs."""
+        ...
+
+    def unfinished_retrieval_jobs(self) -> list[RetrievalJob]:
+        """Every pending and running job, oldest first: what to resume at start-up."""
+        ...
+
+    def set_retrieval_job_state(
+        self,
+        job_id: str,
+        state: JobState,
+        *,
+        reason: str | None = None,
+        at_risk: bool | None = None,
+    ) -> RetrievalJob:
+        """Move the job to `state` with `reason` (None: none) and `at_risk` (None:
+        unchanged); the job afterwards. Entering running stamps `started_ns` (the first
+        time), a final state `finished_ns`, from the catalog's clock. A job stopped or
+        failed stops its unfinished streams; `Conflict` for completing a job whose streams
+        have not all finished."""
+        ...
+
+    def advance_retrieval_stream(
+        self,
+        job_id: str,
+        device_id: str,
+        stream: str,
+        *,
+        cursor_seq: int,
+        cursor_hash: bytes,
+        chunks_added: int,
+        bytes_added: int,
+        covered_until_ns: int,
+    ) -> JobStream:
+        """After the central committed chunks of the stream up to `cursor_seq` (whose hash
+        is `cursor_hash`), move the cursor there and add to the counters; durable when it
+        returns. The exact repeat of the latest advance changes nothing. `InvalidRecord` for
+        a cursor that would go backwards, another hash at the same seq, or more chunks than
+        seqs passed; `Conflict` when the stream completed or failed."""
+        ...
+
+    def set_retrieval_stream_state(
+        self,
+        job_id: str,
+        device_id: str,
+        stream: str,
+        state: JobState,
+        *,
+        failure: str | None = None,
+        rejected_once: bool | None = None,
+    ) -> JobStream:
+        """Move one stream to `state` (`failure` given exactly for failed) and set
+        `rejected_once` (None: unchanged); the stream afterwards."""
+        ...
+
+    def set_retrieval_job_holds(self, job_id: str, hold_ids: Sequence[int]) -> RetrievalJob:
+        """Record the holds placed at the site for the job (empty: all released)."""
         ...

@@ -125,6 +125,75 @@ _V1: Migration = (
     "CREATE TABLE settings (key TEXT PRIMARY KEY, value TEXT NOT NULL) STRICT",
 )
 
-MIGRATIONS: tuple[Migration, ...] = (_V1,)
+# Retrieval jobs (issue 5): a job per request, a row per device stream with its cursor.
+_V2: Migration = (
+    # `ordinal`: the job's number in creation order (the largest so far + 1), for listing
+    # and paging; a column of its own because VACUUM may renumber rowids.
+    """
+    CREATE TABLE retrieval_jobs (
+        job_id TEXT PRIMARY KEY,
+        ordinal INTEGER NOT NULL,
+        site_id TEXT NOT NULL REFERENCES sites (site_id) ON DELETE CASCADE,
+        start_ns INTEGER NOT NULL,
+        end_ns INTEGER NOT NULL,
+        quality TEXT NOT NULL CHECK (quality IN ('hq', 'lq')),
+        origin TEXT NOT NULL CHECK (origin IN ('user', 'rule', 'reconnect')),
+        created_by TEXT,
+        rule_id TEXT,
+        state TEXT NOT NULL
+            CHECK (state IN ('pending', 'running', 'stopped', 'completed', 'failed')),
+        reason TEXT,
+        at_risk INTEGER NOT NULL CHECK (at_risk IN (0, 1)),
+        holds TEXT NOT NULL,
+        created_ns INTEGER NOT NULL,
+        updated_ns INTEGER NOT NULL,
+        started_ns INTEGER,
+        finished_ns INTEGER,
+        CHECK (end_ns > start_ns),
+        CHECK ((origin = 'rule') = (rule_id IS NOT NULL))
+    ) STRICT
+    """,
+    # Every list reads one of these in order, newest first, without a sort: all jobs; the
+    # jobs in one state (the engine's start-up asks pending and running); a site's jobs in
+    # one state (the site's jobs: one range per state, merged). The last also serves the
+    # cascade from sites.
+    "CREATE UNIQUE INDEX retrieval_jobs_by_ordinal ON retrieval_jobs (ordinal)",
+    "CREATE INDEX retrieval_jobs_by_state ON retrieval_jobs (state, ordinal)",
+    "CREATE INDEX retrieval_jobs_by_site_state ON retrieval_jobs (site_id, state, ordinal)",
+    """
+    CREATE TABLE retrieval_streams (
+        job_id TEXT NOT NULL REFERENCES retrieval_jobs (job_id) ON DELETE CASCADE,
+        device_id TEXT NOT NULL REFERENCES devices (device_id) ON DELETE CASCADE,
+        stream TEXT NOT NULL,
+        position INTEGER NOT NULL,
+        cursor_seq INTEGER CHECK (cursor_seq >= 0),
+        cursor_hash BLOB CHECK (length(cursor_hash) = 32),
+        chunks INTEGER NOT NULL CHECK (chunks >= 0),
+        payload_bytes INTEGER NOT NULL CHECK (payload_bytes >= 0),
+        covered_until_ns INTEGER,
+        state TEXT NOT NULL
+            CHECK (state IN ('pending', 'running', 'stopped', 'completed', 'failed')),
+        failure TEXT,
+        rejected_once INTEGER NOT NULL CHECK (rejected_once IN (0, 1)),
+        PRIMARY KEY (job_id, device_id, stream),
+        CHECK ((cursor_seq IS NULL) = (cursor_hash IS NULL))
+    ) STRICT, WITHOUT ROWID
+    """,
+    # A job's streams in device order; one stream per position.
+    "CREATE UNIQUE INDEX retrieval_streams_by_job ON retrieval_streams (job_id, position)",
+    # The cascade from devices.
+    "CREATE INDEX retrieval_streams_by_device ON retrieval_streams (device_id)",
+    # A job whose last stream went (its devices were removed) goes too: no job without
+    # streams. When the job itself is deleted first, this finds nothing left to delete.
+    """
+    CREATE TRIGGER retrieval_jobs_keep_streams AFTER DELETE ON retrieval_streams
+    WHEN NOT EXISTS (SELECT 1 FROM retrieval_streams WHERE job_id = old.job_id)
+    BEGIN
+        DELETE FROM retrieval_jobs WHERE job_id = old.job_id;
+    END
+    """,
+)
+
+MIGRATIONS: tuple[Migration, ...] = (_V1, _V2)
 SCHEMA_VERSION = len(MIGRATIONS)
 """The version this code writes and understands."""

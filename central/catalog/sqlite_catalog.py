@@ -31,12 +31,18 @@ import dataclasses
 import json
 import sqlite3
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 
+from central.catalog import sqlite_retrievals as retrievals
 from central.catalog import validation as check
-from central.catalog.catalog import DEFAULT_NOTIFICATION_LIMIT, MAX_NOTIFICATION_LIMIT
+from central.catalog.catalog import (
+    DEFAULT_NOTIFICATION_LIMIT,
+    DEFAULT_RETRIEVAL_JOB_LIMIT,
+    MAX_NOTIFICATION_LIMIT,
+    MAX_RETRIEVAL_JOB_LIMIT,
+)
 from central.catalog.errors import (
     CatalogError,
     Conflict,
@@ -86,6 +92,7 @@ from central.catalog.sqlite_rows import (
     user_from_row,
     user_params,
 )
+from central.retrieval.job_records import JobState, JobStream, NewRetrievalJob, RetrievalJob
 from shared.clock import Clock
 
 BUSY_TIMEOUT_S = 5.0
@@ -637,6 +644,103 @@ class SqliteCatalog:
                     "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
                     (key, encoded),
                 )
+
+    # --- retrieval jobs (the SQL is in sqlite_retrievals.py) ------------------------------
+
+    def add_retrieval_job(self, new: NewRetrievalJob) -> RetrievalJob:
+        with self._writing() as db:
+            return retrievals.insert_job(db, new, now_ns=self._clock.now_ns())
+
+    def retrieval_job(self, job_id: str) -> RetrievalJob:
+        with self._reading() as db:
+            return retrievals.job_in(db, job_id)
+
+    def retrieval_jobs(
+        self,
+        *,
+        states: Collection[JobState] | None = None,
+        site_id: str | None = None,
+        after: str | None = None,
+        limit: int = DEFAULT_RETRIEVAL_JOB_LIMIT,
+    ) -> list[RetrievalJob]:
+        with self._reading() as db:
+            return retrievals.jobs_page(
+                db,
+                states=states,
+                site_id=site_id,
+                after=after,
+                limit=limit,
+                max_limit=MAX_RETRIEVAL_JOB_LIMIT,
+            )
+
+    def unfinished_retrieval_jobs(self) -> list[RetrievalJob]:
+        with self._reading() as db:
+            return retrievals.unfinished_jobs(db)
+
+    def set_retrieval_job_state(
+        self,
+        job_id: str,
+        state: JobState,
+        *,
+        reason: str | None = None,
+        at_risk: bool | None = None,
+    ) -> RetrievalJob:
+        with self._writing() as db:
+            return retrievals.change_job_state(
+                db, job_id, state, reason=reason, at_risk=at_risk, now_ns=self._clock.now_ns()
+            )
+
+    def advance_retrieval_stream(
+        self,
+        job_id: str,
+        device_id: str,
+        stream: str,
+        *,
+        cursor_seq: int,
+        cursor_hash: bytes,
+        chunks_added: int,
+        bytes_added: int,
+        covered_until_ns: int,
+    ) -> JobStream:
+        with self._writing() as db:
+            return retrievals.advance_stream(
+                db,
+                job_id,
+                device_id,
+                stream,
+                cursor_seq=cursor_seq,
+                cursor_hash=cursor_hash,
+                chunks_added=chunks_added,
+                bytes_added=bytes_added,
+                covered_until_ns=covered_until_ns,
+                now_ns=self._clock.now_ns(),
+            )
+
+    def set_retrieval_stream_state(
+        self,
+        job_id: str,
+        device_id: str,
+        stream: str,
+        state: JobState,
+        *,
+        failure: str | None = None,
+        rejected_once: bool | None = None,
+    ) -> JobStream:
+        with self._writing() as db:
+            return retrievals.change_stream_state(
+                db,
+                job_id,
+                device_id,
+                stream,
+                state,
+                failure=failure,
+                rejected_once=rejected_once,
+                now_ns=self._clock.now_ns(),
+            )
+
+    def set_retrieval_job_holds(self, job_id: str, hold_ids: Sequence[int]) -> RetrievalJob:
+        with self._writing() as db:
+            return retrievals.set_job_holds(db, job_id, hold_ids, now_ns=self._clock.now_ns())
 
     # --- internals -----------------------------------------------------------------------
 

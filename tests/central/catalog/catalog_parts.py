@@ -1,10 +1,14 @@
-"""Builders of the records the catalog tests feed in: sites and devices as a site lists them."""
+"""Builders of the records the catalog tests feed in: sites and devices as a site lists them,
+retrieval jobs."""
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 
-from central.catalog import NewDevice, NewSite, StreamInfo
+from central.catalog import JobOrigin, NewDevice, NewRetrievalJob, NewSite, StreamInfo
+from central.retrieval.job_records import Quality
+from shared.clock import NS_PER_S
 from shared.media import MediaKind
 
 FINGERPRINT = "AB:" * 31 + "CD"
@@ -47,3 +51,35 @@ def door_input(remote_id: str = "door") -> NewDevice:
 def digest_of(token: str) -> bytes:
     """What the central stores for a bearer or enrolment token: its SHA-256."""
     return hashlib.sha256(token.encode()).digest()
+
+
+SPAN_START_NS = 1_699_990_000 * NS_PER_S
+"""The start of the spans the retrieval tests ask for (before the ManualClock's start)."""
+
+
+def retrieval(
+    site_id: str,
+    device_ids: Sequence[str],
+    *,
+    minutes: int = 10,
+    quality: Quality = "hq",
+    origin: JobOrigin = JobOrigin.USER,
+    created_by: str | None = "alice",
+    rule_id: str | None = None,
+) -> NewRetrievalJob:
+    """A job for `minutes` from `SPAN_START_NS` of the devices, as alice asks for it."""
+    return NewRetrievalJob(
+        site_id=site_id,
+        device_ids=tuple(device_ids),
+        start_ns=SPAN_START_NS,
+        end_ns=SPAN_START_NS + minutes * 60 * NS_PER_S,
+        quality=quality,
+        origin=origin,
+        created_by=created_by,
+        rule_id=rule_id,
+    )
+
+
+def chunk_hash(seq: int) -> bytes:
+    """A stand-in for the SHA-256 of the chunk with sequence number `seq`."""
+    return hashlib.sha256(f"chunk {seq}".encode()).digest()
