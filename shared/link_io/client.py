@@ -22,13 +22,14 @@ from shared.link import messages as m
 from shared.link_io.session import LinkSession, SessionEnd
 from shared.transfer_acceptance import (
     AcceptedChunk,
-    ChunkRejected,
     TransferCursor,
     TransferExpectation,
     accept_chunk,
 )
 
 DEFAULT_TRANSFER_WINDOW_BYTES = 4 * 1024 * 1024
+PACED_WINDOW_BYTES = 64 * 1024
+"""The opening window of a transfer under a cap (it passes the gate before the request)."""
 DEFAULT_LIVE_WINDOW_BYTES = 8 * 1024 * 1024
 DEFAULT_EVENTS_WINDOW_BYTES = 256 * 1024
 
@@ -51,7 +52,12 @@ class LinkLost(Exception):
 
 
 class CreditGate(Protocol):
-    """Paces the credit a transfer gives back (the central's bandwidth cap)."""
+    """Paces the credit a transfer gives (the central's bandwidth cap). The transfer asks
+    in pieces of at most `grant_piece_bytes` (None: any size), so the gate can keep short
+    windows exact; the site cannot send what was not granted."""
+
+    @property
+    def grant_piece_bytes(self) -> int | None: ...
 
     async def acquire(self, grant_bytes: int) -> None: ...
 
@@ -66,6 +72,15 @@ class TransferOutcome:
     payload_bytes: int
     wire_bytes: int
     missing: int  # chunks the site no longer had (skipped in the sequence)
+
+
+async def _acquire_in_pieces(gate: CreditGate, total_bytes: int) -> None:
+    piece = gate.grant_piece_bytes or total_bytes
+    left = total_bytes
+    while left > 0:
+        part = min(left, piece)
+        await gate.acquire(part)
+        left -= part
 
 
 def _payload_frames_bytes(payload_size: int) -> int:
@@ -162,8 +177,14 @@ class LinkClient:
 
         Raises ChunkRejected (the stream is cancelled; the cursor stays at the last good
         chunk), RequestFailed, or LinkLost; in every case everything committed so far is
-        safe and a new transfer from the caller's cursor resumes after it.
+        safe and a new transfer from the caller's cursor resumes after it. When `commit`
+        or `gate` raises, or the caller is cancelled, the site's stream is cancelled too.
         """
+        if gate is not None and gate.grant_piece_bytes is not None:
+            # Under a cap even the opening credit passes the gate: a small window, paid
+            # for before the request goes out.
+            window_bytes = min(window_bytes, PACED_WINDOW_BYTES)
+            await _acquire_in_pieces(gate, window_bytes)
         request_id = self._next_id()
         queue = self._open_stream(request_id)
         self._send(
@@ -180,6 +201,7 @@ class LinkClient:
         )
         chunks = payload_bytes = wire_bytes = missing = 0
         lent = 0  # credit granted beyond the window so that a large chunk can complete
+        ended = False  # the site ended the stream (or the link ended): nothing to cancel
         try:
             while True:
                 event = await queue.get()
@@ -187,19 +209,12 @@ class LinkClient:
                     needed = _payload_frames_bytes(event.payload_size)
                     shortfall = needed - self.connection.outstanding_credit(request_id)
                     if shortfall > 0:
-                        if gate is not None:
-                            await gate.acquire(shortfall)
                         lent += shortfall
-                        self.connection.grant(request_id, shortfall)
-                        self.session.flush()
+                        await self._grant_paced(request_id, shortfall, gate)
                 elif isinstance(event, ev.ChunkReceived):
-                    try:
-                        accepted = accept_chunk(
-                            expectation, cursor, event.header, event.signature, event.payload
-                        )
-                    except ChunkRejected:
-                        self._cancel(request_id)
-                        raise
+                    accepted = accept_chunk(  # ChunkRejected: cancelled below
+                        expectation, cursor, event.header, event.signature, event.payload
+                    )
                     await commit(accepted)
                     cursor = cursor.after(accepted.chunk)
                     chunks += 1
@@ -210,17 +225,20 @@ class LinkClient:
                     lent -= repaid
                     give_back = event.frame_bytes - repaid
                     if give_back > 0:
-                        if gate is not None:
-                            await gate.acquire(give_back)
-                        self.connection.grant(request_id, give_back)
-                        self.session.flush()
+                        await self._grant_paced(request_id, give_back, gate)
                 elif isinstance(event, ev.StreamEnded):
+                    ended = True
                     if event.outcome is not m.StreamOutcome.COMPLETE:
                         raise RequestFailed(m.FailureCode.UNAVAILABLE, event.message)
                     return TransferOutcome(cursor, chunks, payload_bytes, wire_bytes, missing)
                 else:
+                    ended = True
                     self._raise_end(event)
         finally:
+            # Whatever stopped this side (a refused chunk, the commit or the credit gate
+            # raising, the caller cancelled): the site stops sending.
+            if not ended:
+                self._cancel(request_id)
             self._streams.pop(request_id, None)
 
     @contextlib.asynccontextmanager
@@ -323,6 +341,21 @@ class LinkClient:
             queue.put_nowait(reason)
 
     # -- internals ----------------------------------------------------------------------
+
+    async def _grant_paced(
+        self, request_id: int, grant_bytes: int, gate: CreditGate | None
+    ) -> None:
+        """Grant credit, each piece once the gate admits it (the site may start on the
+        first piece while the next waits)."""
+        piece = grant_bytes if gate is None else gate.grant_piece_bytes or grant_bytes
+        left = grant_bytes
+        while left > 0:
+            part = min(left, piece)
+            if gate is not None:
+                await gate.acquire(part)
+            self.connection.grant(request_id, part)
+            self.session.flush()
+            left -= part
 
     def _next_id(self) -> int:
         return self.connection.new_request_id()

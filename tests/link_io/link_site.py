@@ -139,8 +139,11 @@ class TcpProxy:
         self._writers: set[asyncio.StreamWriter] = set()
         self._tasks: set[asyncio.Task[None]] = set()
 
-    async def start(self) -> None:
-        self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
+    async def start(self, port: int = 0) -> None:
+        """Listen on `port` (0: a free one; another: the port of a proxy closed before)."""
+        self._server = await asyncio.start_server(
+            self._accept, "127.0.0.1", port, reuse_address=True
+        )
         self.port = self._server.sockets[0].getsockname()[1]
 
     async def close(self) -> None:
