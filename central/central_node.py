@@ -25,6 +25,7 @@ from central.api.export_routes import export_routes
 from central.api.live_routes import live_routes
 from central.api.notification_routes import notification_routes
 from central.api.playback_routes import playback_routes
+from central.api.retrieval_routes import retrieval_routes
 from central.api.services import CentralInfo, CentralServices
 from central.api.site_routes import site_routes
 from central.api.web_app import build_central_app
@@ -38,6 +39,9 @@ from central.export_service import ExportService
 from central.ingest_writer import IngestWriter
 from central.live_feeds import LiveFeeds
 from central.receipt_book import ReceiptBook
+from central.retrieval.reconnect_retrieval import ReconnectRetrieval
+from central.retrieval.retrieval_service import RetrievalService
+from central.retrieval.retrieval_work import RetrievalWork
 from central.site_dialer import SiteDialer
 from central.site_discovery import SiteDiscovery
 from central.site_link_work import SiteLinkWork
@@ -162,6 +166,9 @@ class CentralNode:
         )
         self.ingest = IngestWriter(self.store, self.receipts)
         self.live = LiveFeeds(self.catalog, self.store, self.ingest, clock=clock)
+        retrieval_work = RetrievalWork(self.catalog, self.ingest, clock=clock)
+        retrievals = RetrievalService(self.catalog, retrieval_work)
+        reconnect = ReconnectRetrieval(self.catalog, self.store, retrievals, clock=clock)
         registry = SiteRegistry(
             self.catalog,
             dialer=SiteDialer(
@@ -171,7 +178,12 @@ class CentralNode:
                 software=software,
                 read_timeout_s=config.links.read_timeout_s,
             ),
-            works=[SiteLinkWork(self.catalog, clock=clock), self.live],
+            works=[
+                SiteLinkWork(self.catalog, clock=clock),
+                self.live,
+                reconnect,  # before the live recording has stored anything new
+                retrieval_work,
+            ],
             clock=clock,
             policy=ConnectorPolicy(
                 backoff=BackoffPolicy(max_s=config.links.retry_max_s),
@@ -211,6 +223,7 @@ class CentralNode:
                 receipts=self.receipts,
                 central_public_key=self.signer.public_key,
             ),
+            retrievals=retrievals,
             store=self.store,
             clock=clock,
             link_read_timeout_s=config.links.read_timeout_s,
@@ -228,6 +241,7 @@ class CentralNode:
                 *notification_routes(),
                 *enrolment_routes(),
                 *export_routes(),
+                *retrieval_routes(),
             ],
         )
         ssl_context = None if self.identity is None else self.identity.server_ssl_context()

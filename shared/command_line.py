@@ -16,6 +16,7 @@ _COMMAND_GROUPS = {
     "demo": ("central.demo_cli", "a central and simulated sites on loopback"),
     "site": ("central.site_cli", "the central's sites: add, list, update, remove, enrol"),
     "export": ("central.export_cli", "export a device's recording of a range from the central"),
+    "retrieve": ("central.retrieve_cli", "retrieve recordings of a span from a site, queued"),
     "verify": ("central.verify_command", "check an export: exit 0 only if authentic and complete"),
 }
 

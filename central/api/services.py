@@ -15,6 +15,7 @@ from central.catalog.catalog import Catalog
 from central.device_timeline import DeviceTimelines
 from central.export_service import ExportService
 from central.live_feeds import LiveFeeds
+from central.retrieval.retrieval_service import RetrievalService
 from central.site_discovery import SiteDiscovery
 from central.site_management import SiteManagement
 from central.site_registry import SiteRegistry
@@ -45,6 +46,7 @@ class CentralServices:
     live: LiveFeeds
     discovery: SiteDiscovery
     exports: ExportService
+    retrievals: RetrievalService
     store: ChunkStore
     clock: Clock
     link_read_timeout_s: float

@@ -148,6 +148,7 @@ async def _change_site(request: web.Request) -> web.Response:
     services = request.app[SERVICES]
     site_id = request.match_info["site_id"]
     site = await services.sites.update_site(site_id, changes)
+    services.retrievals.settings_changed(site_id)  # a new cap, window or slot count
     count = len(await asyncio.to_thread(services.catalog.devices, site_id, present_only=True))
     return web.json_response(_site_body(services, site, count))
 

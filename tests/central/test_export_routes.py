@@ -29,9 +29,9 @@ from shared.clock import NS_PER_S, ManualClock
 from shared.passwords import hash_password
 from shared.store.chunk_meta import ChunkMeta
 from shared.store.chunk_store import ChunkStore
-from tests.agent_api.api_site import PASSWORDS
 from tests.central.central_fixture import ADMIN_PASSWORD, RunningCentral, running_central
 from tests.central.cli_process import central_env, siteline
+from tests.central.link_sites import add_link_site
 from tests.link_io.link_site import LinkSite, TcpProxy, running_link_site
 
 ALL_TIME = (0, 1 << 62)
@@ -88,21 +88,7 @@ async def recorded_central(
         running_link_site(tmp_path / "site") as site,
         running_central(tmp_path / "central") as central,
     ):
-        status, added = await central.call(
-            "POST",
-            "/sites",
-            json={
-                "address": "127.0.0.1",
-                "port": site.port,
-                "username": "admin",
-                "password": PASSWORDS["admin"],
-                "fingerprint": site.identity.fingerprint,
-            },
-        )
-        assert status == 201, added
-        status, body = await central.call("GET", f"/devices?site={added['id']}")
-        assert status == 200
-        ids = {d["remote_device_id"]: d["id"] for d in body["devices"]}
+        _, ids = await add_link_site(central, site)
         spans = []
         for camera in cameras:
             await site.wait_for_chunks(camera, "lq", CHUNKS_PER_STREAM)

@@ -1,0 +1,583 @@
+"""Running retrieval jobs over a site's link: the job engine's I/O half.
+
+`RetrievalWork` is one of the works the site registry runs over every open link
+(`LinkWork`). While a site's link is up, its `_SiteRun` starts the streams the scheduling
+rule picks (`site_schedule.streams_to_start`: oldest job first, `parallel_devices` at once,
+one stream per device, the daily window gating jobs not yet started), and starts more as
+streams end, jobs arrive (`jobs_changed`) or the window opens. When the link ends, the
+run ends: its streams stop where they are and their jobs wait, pending, for the next link.
+Nothing is kept in memory that the catalog does not also hold, so a central restarted
+(even by kill -9) resumes every unfinished job from its cursors.
+
+A stream is one `LinkClient.transfer` of the job's span of one device's stream (HQ by
+default) from the stream's cursor, paced by the site's `BandwidthCap` (shared by all its
+streams; the link's credit flow control makes the site send no faster than the cap admits,
+so live and interactive traffic keep their priority). Each chunk is verified by the
+transfer (signature, chain) before `commit` sees it; `commit` stores it through the
+central's `IngestWriter` (idempotent: a chunk already held is not stored twice, and gets
+its receipt) and only then advances the stream's cursor in the catalog. A cut between the
+two re-sends that one chunk, which the store recognises: nothing lost, nothing twice.
+
+Outcomes of a stream:
+
+- the transfer completes: the stream is completed;
+- a chunk fails verification: the stream waits and is requested again once from its
+  cursor; a second failure fails the stream with the reason (the cursor never moved past
+  a chunk that did not verify);
+- the site refuses the request (unknown device, bad range): failed, with the site's reason;
+- the central's store is full: the stream waits, the job says why, a notification is raised,
+  and the run tries again after `STORE_FULL_RETRY_S`; the notification clears once a
+  chunk is stored again;
+- the link ends or the job is stopped: the stream stops where it is.
+
+A job is running while any of its streams runs, and becomes completed (or failed, if a
+stream failed) when all of its streams are. Holds: before a job's first stream starts, the
+run places a hold at the site on each device's span, so the site's retention does not
+delete what the job has yet to fetch; a refused hold marks the job at risk and raises a
+notification. The holds are released when the job ends (completed, failed or stopped).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+from central.catalog.catalog import Catalog
+from central.catalog.errors import CatalogError, NotFound
+from central.catalog.records import SiteRecord
+from central.ingest_writer import ChunkSink
+from central.retrieval.bandwidth_cap import BandwidthCap
+from central.retrieval.job_records import JobState, RetrievalJob
+from central.retrieval.job_state import is_final, state_from_streams
+from central.retrieval.retrieval_window import DailyWindow
+from central.retrieval.site_schedule import StreamKey, has_started, streams_to_start
+from central.retrieval.stream_rate import RateReading, StreamRate
+from shared.clock import NS_PER_S, Clock
+from shared.link import messages as m
+from shared.link_io.client import LinkClient, LinkLost, RequestFailed
+from shared.store.errors import StoreError, StoreFull
+from shared.transfer_acceptance import (
+    AcceptedChunk,
+    ChunkRejected,
+    TransferCursor,
+    TransferExpectation,
+)
+
+_log = logging.getLogger(__name__)
+
+STORE_FULL_RETRY_S = 60.0
+RETRY_S = 10.0
+SPAN_SETTLE_S = 30.0
+"""A span is over at the site this long after its end (its last chunk sealed and stored);
+until then a stream that reached the end of what exists rests and asks again."""
+CATCH_UP_REST_S = 15.0
+HOLD_DAYS = 7
+"""How long a job's holds last at the site (renewed by each new link's run)."""
+NOTICE_STORE_FULL = "central_store_full"
+NOTICE_AT_RISK = "retrieval_at_risk"
+LINK_DOWN_REASON = "waiting for the site's link"
+
+
+class _StoreFullPause(Exception):
+    """The central's store refused a chunk for want of space."""
+
+
+class _ChunkNotStored(Exception):
+    """The central's store refused a verified chunk for another reason (a conflict)."""
+
+
+@dataclass(slots=True)
+class _SiteState:
+    """What outlives one link of a site: its cap and the signal that its jobs changed."""
+
+    cap: BandwidthCap
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
+    run: _SiteRun | None = None
+
+
+class RetrievalWork:
+    """See the module docstring."""
+
+    def __init__(self, catalog: Catalog, ingest: ChunkSink, *, clock: Clock) -> None:
+        self._catalog = catalog
+        self._ingest = ingest
+        self._clock = clock
+        self._sites: dict[str, _SiteState] = {}
+
+    async def serve(self, site: SiteRecord, link: LinkClient) -> None:
+        """Run the site's jobs until the link ends (or this is cancelled)."""
+        state = self._site_state(site)
+        while link.is_open:
+            run = _SiteRun(
+                self._catalog, self._ingest, self._clock, site=site, link=link, state=state
+            )
+            state.run = run
+            try:
+                await run.run()
+            except LinkLost:
+                return
+            except Exception:
+                # A defect or a catalog failure: retrieval stops for a while, but the link
+                # (live, recording, events) is not closed for it.
+                _log.exception("%s: retrieval stopped; trying again in %g s", site.name, RETRY_S)
+                await self._clock.sleep(RETRY_S)
+            finally:
+                if state.run is run:
+                    state.run = None
+
+    def jobs_changed(self, site_id: str) -> None:
+        """A job of the site was created, stopped or changed, or the site's retrieval
+        settings: its run looks again."""
+        state = self._sites.get(site_id)
+        if state is not None:
+            state.changed.set()
+
+    def running_streams(self, site_id: str) -> frozenset[StreamKey]:
+        state = self._sites.get(site_id)
+        if state is None or state.run is None:
+            return frozenset()
+        return frozenset(state.run.running)
+
+    def pace(self, job: RetrievalJob) -> dict[str, RateReading]:
+        """The pace of the job's running streams, by device (those measured so far)."""
+        state = self._sites.get(job.site_id)
+        if state is None or state.run is None:
+            return {}
+        now_ns = self._clock.monotonic_ns()
+        paces = {}
+        for key, rate in list(state.run.rates.items()):
+            if key.job_id == job.job_id and (reading := rate.reading(now_ns)) is not None:
+                paces[key.device_id] = reading
+        return paces
+
+    async def stop_streams_of(self, job_id: str, site_id: str) -> None:
+        """Stop the job's running streams now (the job was stopped)."""
+        state = self._sites.get(site_id)
+        if state is not None and state.run is not None:
+            await state.run.stop_job(job_id)
+
+    def _site_state(self, site: SiteRecord) -> _SiteState:
+        state = self._sites.get(site.site_id)
+        if state is None:
+            state = _SiteState(BandwidthCap(self._clock, site.retrieval.max_bandwidth_bps))
+            self._sites[site.site_id] = state
+        return state
+
+
+class _SiteRun:
+    """The jobs of one site over one link."""
+
+    def __init__(
+        self,
+        catalog: Catalog,
+        ingest: ChunkSink,
+        clock: Clock,
+        *,
+        site: SiteRecord,
+        link: LinkClient,
+        state: _SiteState,
+    ) -> None:
+        self._catalog = catalog
+        self._ingest = ingest
+        self._clock = clock
+        self._site = site
+        self._link = link
+        self._state = state
+        self.running: dict[StreamKey, asyncio.Task[None]] = {}
+        self.rates: dict[StreamKey, StreamRate] = {}
+        self._resting_until_ns: dict[StreamKey, int] = {}  # caught up with a span still recorded
+        self._held: set[str] = set()  # jobs whose holds this run placed or renewed
+        self._paused_until_ns: int | None = None  # the central's store was full
+        self._store_full_raised = False
+
+    async def run(self) -> None:
+        try:
+            await self._release_ended_holds()
+            while True:
+                self._state.changed.clear()
+                wake_in_s = await self._schedule()
+                await self._wait(wake_in_s)
+        finally:
+            await self._stop_all()
+
+    async def stop_job(self, job_id: str) -> None:
+        """The job was stopped in the catalog: stop its streams and release its holds."""
+        tasks = [task for key, task in self.running.items() if key.job_id == job_id]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await self._release_holds(await asyncio.to_thread(self._catalog.retrieval_job, job_id))
+        self._state.changed.set()
+
+    # -- scheduling ----------------------------------------------------------------------------
+
+    async def _schedule(self) -> float | None:
+        """Start what may start; seconds until something time-bound changes (None: no
+        such time)."""
+        site = await asyncio.to_thread(self._catalog.site, self._site.site_id)
+        self._site = site
+        self._state.cap.set_rate(site.retrieval.max_bandwidth_bps)
+        jobs = [
+            job
+            for job in await asyncio.to_thread(self._catalog.unfinished_retrieval_jobs)
+            if job.site_id == site.site_id
+        ]
+        now_ns = self._clock.now_ns()
+        if self._paused_until_ns is not None and now_ns < self._paused_until_ns:
+            return (self._paused_until_ns - now_ns) / NS_PER_S
+        self._paused_until_ns = None
+        window = _window_of(site)
+        window_open = window is None or window.is_open(now_ns)
+        for job in jobs:
+            if job.job_id not in self._held:
+                await self._place_holds(job)
+        for key, until_ns in list(self._resting_until_ns.items()):
+            if until_ns <= now_ns:
+                del self._resting_until_ns[key]
+        starting = streams_to_start(
+            jobs,
+            self.running.keys(),
+            parallel=site.retrieval.parallel_devices,
+            window_open=window_open,
+            resting=self._resting_until_ns.keys(),
+        )
+        by_id = {job.job_id: job for job in jobs}
+        for key in starting:
+            self._start(key, by_id[key.job_id])
+        if not window_open and window is not None:
+            waiting = [j for j in jobs if not has_started(j)]
+            opens_ns = window.next_opening_ns(now_ns)
+            reason = (
+                f"waiting for the retrieval window {window.start}-{window.end} ({window.time_zone})"
+            )
+            for job in waiting:
+                if job.reason != reason:
+                    await asyncio.to_thread(
+                        self._catalog.set_retrieval_job_state,
+                        job.job_id,
+                        JobState.PENDING,
+                        reason=reason,
+                    )
+            if waiting:
+                return self._soonest(now_ns, opens_ns)
+        return self._soonest(now_ns, None)
+
+    def _soonest(self, now_ns: int, other_ns: int | None) -> float | None:
+        """Seconds until the window opens (`other_ns`) or a resting stream may go on."""
+        instants = [*self._resting_until_ns.values(), *([] if other_ns is None else [other_ns])]
+        if not instants:
+            return None
+        return max(0.0, (min(instants) - now_ns) / NS_PER_S)
+
+    async def _wait(self, wake_in_s: float | None) -> None:
+        """Until a stream ends, the jobs change, or `wake_in_s` passes; raises `LinkLost`
+        when the link ends (the run ends with it)."""
+        mine: list[asyncio.Future[Any]] = [
+            asyncio.ensure_future(self._state.changed.wait()),
+            asyncio.ensure_future(self._link.wait_closed()),
+        ]
+        if wake_in_s is not None:
+            mine.append(asyncio.ensure_future(self._clock.sleep(wake_in_s)))
+        waits: list[asyncio.Future[Any]] = [*mine, *self.running.values()]
+        try:
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for future in mine:
+                future.cancel()
+        if not self._link.is_open:
+            raise LinkLost(await self._link.wait_closed())
+
+    def _start(self, key: StreamKey, job: RetrievalJob) -> None:
+        task = asyncio.create_task(
+            self._retrieve(key, job), name=f"retrieve-{key.job_id}-{key.device_id}"
+        )
+        self.running[key] = task
+        self.rates[key] = StreamRate()
+
+        def ended(_: asyncio.Task[None]) -> None:
+            self.running.pop(key, None)
+            self.rates.pop(key, None)
+
+        task.add_done_callback(ended)
+
+    async def _stop_all(self) -> None:
+        """The link ended: stop the streams; their jobs wait for the next link."""
+        tasks = list(self.running.values())
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        with contextlib.suppress(CatalogError):
+            for job in await asyncio.to_thread(self._catalog.unfinished_retrieval_jobs):
+                if job.site_id == self._site.site_id:
+                    await asyncio.to_thread(self._wait_for_link, job)
+
+    def _wait_for_link(self, job: RetrievalJob) -> None:
+        """Running job and streams back to pending (blocking)."""
+        for stream in job.streams:
+            if stream.state is JobState.RUNNING:
+                self._catalog.set_retrieval_stream_state(
+                    job.job_id, stream.device_id, stream.stream, JobState.PENDING
+                )
+        if job.state is JobState.RUNNING or job.reason != LINK_DOWN_REASON:
+            self._catalog.set_retrieval_job_state(
+                job.job_id, JobState.PENDING, reason=LINK_DOWN_REASON
+            )
+
+    # -- one stream ----------------------------------------------------------------------------
+
+    async def _retrieve(self, key: StreamKey, job: RetrievalJob) -> None:
+        catalog = self._catalog
+        site = self._site
+        try:
+            device = await asyncio.to_thread(catalog.device, key.device_id)
+            if job.state is JobState.PENDING:
+                job = await asyncio.to_thread(
+                    catalog.set_retrieval_job_state, job.job_id, JobState.RUNNING, reason=None
+                )
+            stream = job.stream_by_device[key.device_id]
+            await asyncio.to_thread(
+                catalog.set_retrieval_stream_state,
+                key.job_id,
+                key.device_id,
+                key.stream,
+                JobState.RUNNING,
+            )
+        except NotFound:
+            return  # the job's site or device was removed meanwhile
+        if site.remote_site_id is None or site.public_key is None:
+            await self._end_stream(key, JobState.FAILED, "the site was never reached")
+            return
+        expectation = TransferExpectation(
+            site.remote_site_id, device.remote_device_id, key.stream, site.public_key
+        )
+        cursor = (
+            TransferCursor()
+            if stream.cursor_seq is None or stream.cursor_hash is None
+            else TransferCursor(stream.cursor_seq, stream.cursor_hash)
+        )
+
+        async def commit(accepted: AcceptedChunk) -> None:
+            await self._commit(key, accepted)
+
+        asked_ns = self._clock.now_ns()
+        try:
+            await self._link.transfer(
+                expectation,
+                cursor,
+                job.start_ns,
+                job.end_ns,
+                commit=commit,
+                priority=m.Priority.BACKGROUND,
+                gate=self._state.cap,
+            )
+        except ChunkRejected as exc:
+            fresh = (await asyncio.to_thread(catalog.retrieval_job, key.job_id)).stream_by_device
+            if fresh[key.device_id].rejected_once:
+                await self._end_stream(
+                    key, JobState.FAILED, f"a chunk failed verification twice: {exc}"
+                )
+            else:
+                _log.warning("%s/%s: %s; requesting it again", key.job_id, key.device_id, exc)
+                await asyncio.to_thread(
+                    catalog.set_retrieval_stream_state,
+                    key.job_id,
+                    key.device_id,
+                    key.stream,
+                    JobState.PENDING,
+                    rejected_once=True,
+                )
+        except RequestFailed as exc:
+            await self._end_stream(
+                key, JobState.FAILED, f"the site refused: {exc.message or exc.code}"
+            )
+        except _ChunkNotStored as exc:
+            await self._end_stream(key, JobState.FAILED, str(exc))
+        except _StoreFullPause as exc:
+            await self._pause_for_space(key, str(exc))
+        except LinkLost:
+            return
+        else:
+            now_job = await asyncio.to_thread(catalog.retrieval_job, key.job_id)
+            covered = now_job.stream_by_device[key.device_id].covered_until_ns
+            reached_end = covered is not None and covered >= job.end_ns
+            if not reached_end and job.end_ns + int(SPAN_SETTLE_S * NS_PER_S) > asked_ns:
+                # The site sent all it has, but the span is still being recorded there.
+                await asyncio.to_thread(
+                    catalog.set_retrieval_stream_state,
+                    key.job_id,
+                    key.device_id,
+                    key.stream,
+                    JobState.PENDING,
+                )
+                self._resting_until_ns[key] = self._clock.now_ns() + int(CATCH_UP_REST_S * NS_PER_S)
+            else:
+                await self._end_stream(key, JobState.COMPLETED, None)
+        finally:
+            self._state.changed.set()
+
+    async def _commit(self, key: StreamKey, accepted: AcceptedChunk) -> None:
+        chunk = accepted.chunk
+        (outcome,) = await self._ingest.put_verified([chunk])
+        if isinstance(outcome, StoreFull):
+            raise _StoreFullPause(str(outcome))
+        if isinstance(outcome, StoreError):
+            raise _ChunkNotStored(
+                f"the central's store refused chunk seq {chunk.header.seq}: {outcome}"
+            )
+        if self._store_full_raised:
+            self._store_full_raised = False
+            await asyncio.to_thread(
+                self._catalog.clear_notification,
+                NOTICE_STORE_FULL,
+                None,
+                None,
+                self._clock.now_ns(),
+            )
+        header = chunk.header
+        rate = self.rates.get(key)
+        if rate is not None:
+            rate.add(self._clock.monotonic_ns(), len(chunk.payload), header.end_ns)
+        await asyncio.to_thread(
+            self._catalog.advance_retrieval_stream,
+            key.job_id,
+            key.device_id,
+            key.stream,
+            cursor_seq=header.seq,
+            cursor_hash=chunk.chunk_hash,
+            chunks_added=1,
+            bytes_added=len(chunk.payload),
+            covered_until_ns=header.end_ns,
+        )
+
+    async def _end_stream(self, key: StreamKey, state: JobState, failure: str | None) -> None:
+        catalog = self._catalog
+        await asyncio.to_thread(
+            catalog.set_retrieval_stream_state,
+            key.job_id,
+            key.device_id,
+            key.stream,
+            state,
+            failure=failure,
+        )
+        job = await asyncio.to_thread(catalog.retrieval_job, key.job_id)
+        if is_final(job.state):
+            return
+        overall = state_from_streams(s.state for s in job.streams)
+        if is_final(overall):
+            reason = None
+            failed = [s for s in job.streams if s.state is JobState.FAILED]
+            if failed:
+                reason = "; ".join(f"{s.device_id}: {s.failure}" for s in failed)
+            # Holds first: whoever sees the job ended sees its holds released. (A cut in
+            # between leaves a job that places its holds again on the next link.)
+            await self._release_holds(job)
+            await asyncio.to_thread(
+                catalog.set_retrieval_job_state, job.job_id, overall, reason=reason
+            )
+
+    async def _pause_for_space(self, key: StreamKey, problem: str) -> None:
+        catalog = self._catalog
+        reason = f"paused: the central's store is full ({problem})"
+        await asyncio.to_thread(
+            catalog.set_retrieval_stream_state,
+            key.job_id,
+            key.device_id,
+            key.stream,
+            JobState.PENDING,
+        )
+        await asyncio.to_thread(
+            catalog.set_retrieval_job_state, key.job_id, JobState.PENDING, reason=reason
+        )
+        await asyncio.to_thread(
+            catalog.raise_notification,
+            NOTICE_STORE_FULL,
+            None,
+            None,
+            f"retrieval paused: the central's store is full ({problem}); jobs resume when "
+            "space returns",
+            self._clock.now_ns(),
+        )
+        self._store_full_raised = True
+        self._paused_until_ns = self._clock.now_ns() + int(STORE_FULL_RETRY_S * NS_PER_S)
+
+    # -- holds ---------------------------------------------------------------------------------
+
+    async def _place_holds(self, job: RetrievalJob) -> None:
+        """Hold the job's spans at the site, anew on each link (holds expire): the new
+        holds are recorded, then the old ones released."""
+        self._held.add(job.job_id)
+        expires_ns = self._clock.now_ns() + HOLD_DAYS * 86_400 * NS_PER_S
+        placed: list[int] = []
+        refused: list[str] = []
+        for stream in job.streams:
+            if is_final(stream.state):
+                continue
+            try:
+                device = await asyncio.to_thread(self._catalog.device, stream.device_id)
+                answer = await self._link.place_hold(
+                    device.remote_device_id,
+                    streams=(stream.stream,),
+                    start_ns=job.start_ns,
+                    end_ns=job.end_ns,
+                    expires_ns=expires_ns,
+                    reason=f"retrieval {job.job_id}",
+                )
+                placed.extend(int(hold["id"]) for hold in answer["holds"])
+            except RequestFailed as exc:
+                refused.append(f"{stream.device_id}: {exc.message or exc.code}")
+            except NotFound:
+                continue
+        await asyncio.to_thread(self._catalog.set_retrieval_job_holds, job.job_id, placed)
+        await self._release_hold_ids(job.holds)
+        if refused:
+            message = (
+                f"retrieval {job.job_id}: the site refused to hold the recordings "
+                f"({'; '.join(refused)}); its retention may delete them before they are "
+                "retrieved"
+            )
+            await asyncio.to_thread(
+                self._catalog.set_retrieval_job_state,
+                job.job_id,
+                job.state,
+                reason=job.reason,
+                at_risk=True,
+            )
+            await asyncio.to_thread(
+                self._catalog.raise_notification,
+                NOTICE_AT_RISK,
+                job.site_id,
+                None,
+                message,
+                self._clock.now_ns(),
+            )
+
+    async def _release_holds(self, job: RetrievalJob) -> None:
+        if job.holds:
+            await self._release_hold_ids(job.holds)
+            await asyncio.to_thread(self._catalog.set_retrieval_job_holds, job.job_id, [])
+
+    async def _release_hold_ids(self, hold_ids: tuple[int, ...]) -> None:
+        for hold_id in hold_ids:
+            with contextlib.suppress(RequestFailed):  # already expired or released
+                await self._link.release_hold(hold_id)
+
+    async def _release_ended_holds(self) -> None:
+        """Release the holds of the site's jobs that ended while the link was down."""
+        ended = await asyncio.to_thread(
+            self._catalog.retrieval_jobs,
+            states=(JobState.COMPLETED, JobState.FAILED, JobState.STOPPED),
+            site_id=self._site.site_id,
+            limit=100,
+        )
+        for job in ended:
+            await self._release_holds(job)
+
+
+def _window_of(site: SiteRecord) -> DailyWindow | None:
+    settings = site.retrieval
+    if settings.window_start is None or settings.window_end is None:
+        return None
+    return DailyWindow(settings.window_start, settings.window_end, site.time_zone)

@@ -1,0 +1,300 @@
+"""Retrieval jobs end to end, with a real site on loopback: a job made over the API brings
+the site's HQ chunks of its span to the central byte for byte, verified, each with its
+receipt, holds them at the site while it runs and releases them after; a job made while the
+site is away waits and completes when the site returns; a stopped job keeps what it got."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from shared.api_input import format_instant
+from shared.store.chunk_meta import ChunkMeta
+from tests.central.central_fixture import ADMIN_PASSWORD, RunningCentral, running_central
+from tests.central.cli_process import central_env, siteline
+from tests.central.link_sites import add_link_site
+from tests.link_io.link_site import LinkSite, TcpProxy, running_link_site
+
+WAIT_S = 60.0
+LINKS = "read_timeout_s = 3\noffline_notice_after_s = 0\nretry_max_s = 1"
+
+pytestmark = pytest.mark.filterwarnings("ignore::ResourceWarning")
+
+
+async def _site_hq(site: LinkSite, device: str, count: int) -> list[ChunkMeta]:
+    """At least `count` HQ chunks the site has stored of `device` (bounded wait)."""
+    async with asyncio.timeout(WAIT_S):
+        while True:
+            metas = await asyncio.to_thread(site.store.chunk_metas, device, "hq", 0, 1 << 62)
+            if len(metas) >= count:
+                return metas
+            await asyncio.sleep(0.2)
+
+
+async def _job_until(
+    central: RunningCentral, job_id: str, states: tuple[str, ...]
+) -> dict[str, Any]:
+    async with asyncio.timeout(WAIT_S):
+        while True:
+            status, job = await central.call("GET", f"/retrievals/{job_id}")
+            assert status == 200, job
+            if job["state"] in states:
+                found: dict[str, Any] = job
+                return found
+            await asyncio.sleep(0.2)
+
+
+async def _site_until(central: RunningCentral, site_id: str, holds: Callable[[str], bool]) -> None:
+    async with asyncio.timeout(WAIT_S):
+        while True:
+            _, site = await central.call("GET", f"/sites/{site_id}")
+            if holds(site["status"]["state"]):
+                return
+            await asyncio.sleep(0.1)
+
+
+async def _central_hq(central: RunningCentral, site: LinkSite, device: str) -> list[ChunkMeta]:
+    return await asyncio.to_thread(
+        central.node.store.chunk_metas, device, "hq", 0, 1 << 62, site_id=site.config.site.id
+    )
+
+
+async def test_a_job_brings_the_span_byte_for_byte_with_receipts_and_releases_its_holds(
+    tmp_path: Path,
+) -> None:
+    async with (
+        running_link_site(tmp_path / "site") as site,
+        running_central(tmp_path / "central", links_toml=LINKS) as central,
+    ):
+        _, ids = await add_link_site(central, site)
+        metas = await _site_hq(site, "cam-a", 5)
+        span = metas[1:4]  # whole chunks inside the span, and one either side outside it
+        start_ns, end_ns = span[0].header.start_ns, span[-1].header.end_ns
+        status, job = await central.call(
+            "POST",
+            "/retrievals",
+            json={
+                "device_ids": [ids["cam-a"]],
+                "start": format_instant(start_ns),
+                "end": format_instant(end_ns),
+            },
+        )
+        assert status == 201, job
+        assert job["state"] in ("pending", "running")
+        assert job["quality"] == "hq"
+
+        done = await _job_until(central, job["id"], ("completed", "failed"))
+
+        assert done["state"] == "completed", done
+        (progress,) = done["progress"]
+        assert progress["state"] == "completed"
+        at_central = await _central_hq(central, site, "cam-a")
+        wanted = {m.seq for m in metas if m.header.end_ns > start_ns and m.header.start_ns < end_ns}
+        assert {m.seq for m in at_central} == wanted
+        assert progress["chunks"] == len(wanted)
+        assert progress["fraction"] == 1.0
+        for meta in at_central:
+            copy = await asyncio.to_thread(
+                central.node.store.read_chunk, "cam-a", "hq", meta.seq, site_id=site.config.site.id
+            )
+            original = await asyncio.to_thread(site.store.read_chunk, "cam-a", "hq", meta.seq)
+            assert copy == original
+        receipts = await asyncio.to_thread(
+            central.node.receipts.receipts, [m.chunk_hash for m in at_central]
+        )
+        assert len(receipts) == len(at_central)
+        assert await asyncio.to_thread(site.store.list_holds) == []  # released
+        assert central.node.catalog.retrieval_job(job["id"]).holds == ()
+        status, listed = await central.call("GET", "/retrievals?state=completed")
+        assert status == 200
+        assert [j["id"] for j in listed["retrievals"]] == [job["id"]]
+
+        # The same from the command line, followed to its end.
+        b_metas = await _site_hq(site, "cam-b", 3)
+        env = central_env(central.base_url, tmp_path / "config", password=ADMIN_PASSWORD)
+        result = await siteline(
+            "retrieve",
+            "--device",
+            ids["cam-b"],
+            "--start",
+            format_instant(b_metas[0].header.start_ns),
+            "--end",
+            format_instant(b_metas[2].header.end_ns),
+            "--wait",
+            env=env,
+        )
+        assert result.code == 0, result
+        assert "completed: 3 chunks" in result.out, result
+        assert "100.0%" in result.out, result
+        assert [m.seq for m in await _central_hq(central, site, "cam-b")] == [
+            m.seq for m in b_metas[:3]
+        ]
+        refused = await siteline(
+            "retrieve",
+            "--device",
+            "d-nothere000",
+            "--start",
+            "2024-01-01T00:00:00Z",
+            "--end",
+            "2024-01-01T01:00:00Z",
+            env=env,
+        )
+        assert refused.code == 1, refused
+        assert "d-nothere000" in refused.err, refused
+
+
+async def test_a_job_made_while_the_site_is_away_runs_when_it_returns(tmp_path: Path) -> None:
+    async with running_central(tmp_path / "central", links_toml=LINKS) as central:
+        first = running_link_site(tmp_path / "site")
+        site = await first.__aenter__()
+        try:
+            site_id, ids = await add_link_site(central, site)
+            port = site.port
+            metas = await _site_hq(site, "cam-b", 3)
+        finally:
+            await first.__aexit__(None, None, None)  # the site goes away
+        await _site_until(central, site_id, lambda state: state != "online")
+        start_ns, end_ns = metas[0].header.start_ns, metas[2].header.end_ns
+        status, job = await central.call(
+            "POST",
+            "/retrievals",
+            json={
+                "device_ids": [ids["cam-b"]],
+                "start": format_instant(start_ns),
+                "end": format_instant(end_ns),
+            },
+        )
+        assert status == 201, job
+        await asyncio.sleep(1.0)
+        _, waiting = await central.call("GET", f"/retrievals/{job['id']}")
+        assert waiting["state"] == "pending"
+        assert waiting["progress"][0]["chunks"] == 0
+
+        async with running_link_site(tmp_path / "site", port=port) as site:
+            done = await _job_until(central, job["id"], ("completed", "failed"))
+            assert done["state"] == "completed", done
+            at_central = await _central_hq(central, site, "cam-b")
+            assert [m.seq for m in at_central] == [m.seq for m in metas[:3]]
+
+
+async def test_bad_requests_and_stops(tmp_path: Path) -> None:
+    async with (
+        running_link_site(tmp_path / "site") as site,
+        running_central(tmp_path / "central", links_toml=LINKS) as central,
+    ):
+        _, ids = await add_link_site(central, site)
+        now = format_instant(central.node.clock.now_ns())
+        later = format_instant(central.node.clock.now_ns() + 3600 * 10**9)
+        cases = [
+            ({"start": now, "end": later}, "device_ids"),
+            ({"device_ids": [], "start": now, "end": later}, "device_ids"),
+            ({"device_ids": [ids["cam-a"]] * 2, "start": now, "end": later}, "device_ids"),
+            ({"device_ids": [ids["cam-a"]], "start": later, "end": now}, "end"),
+            (
+                {"device_ids": [ids["cam-a"]], "start": now, "end": later, "quality": "4k"},
+                "quality",
+            ),
+            ({"device_ids": [ids["cam-a"]], "start": "yesterday", "end": later}, "start"),
+        ]
+        for body, field in cases:
+            status, answer = await central.call("POST", "/retrievals", json=body)
+            assert status == 400, (body, answer)
+            assert answer["error"]["field"] == field, answer
+        status, answer = await central.call(
+            "POST", "/retrievals", json={"device_ids": ["d-nothere000"], "start": now, "end": later}
+        )
+        assert status == 404, answer
+        assert "d-nothere000" in answer["error"]["message"]
+        assert (await central.call("GET", "/retrievals/j-nothere000"))[0] == 404
+        assert (await central.call("GET", "/retrievals?state=lost"))[0] == 400
+
+        # A job over the next hour waits for recordings to come; stopping it keeps what it got.
+        status, job = await central.call(
+            "POST", "/retrievals", json={"device_ids": [ids["cam-a"]], "start": now, "end": later}
+        )
+        assert status == 201, job
+        await _job_until(central, job["id"], ("running",))
+        assert await asyncio.to_thread(site.store.list_holds)  # it holds the span at the site
+        status, stopped = await central.call("POST", f"/retrievals/{job['id']}/stop")
+        assert status == 200, stopped
+        assert stopped["state"] == "stopped"
+        assert stopped["reason"] == "stopped by a user"
+        assert await asyncio.to_thread(site.store.list_holds) == []
+        status, again = await central.call("POST", f"/retrievals/{job['id']}/stop")
+        assert status == 200
+        assert again["state"] == "stopped"
+
+
+class SwitchableLink:
+    """The site's port behind a proxy that can be taken down (every connection reset, new
+    ones refused) and brought back on the same port: a site's line going away while the
+    site records on."""
+
+    def __init__(self, target_port: int) -> None:
+        self._proxy = TcpProxy(target_port)
+        self.port = 0
+
+    async def up(self) -> None:
+        self._proxy = TcpProxy(self._proxy.target_port)
+        await self._proxy.start(self.port)
+        self.port = self._proxy.port
+
+    async def down(self) -> None:
+        await self._proxy.close()
+
+
+async def test_what_the_central_missed_while_the_link_was_down_is_retrieved(
+    tmp_path: Path,
+) -> None:
+    async with (
+        running_link_site(tmp_path / "site") as site,
+        running_central(tmp_path / "central", links_toml=LINKS) as central,
+    ):
+        line = SwitchableLink(site.port)
+        await line.up()
+        site_id, ids = await add_link_site(central, site, port=line.port)
+        cam_a = ids["cam-a"]
+        await central.call("PATCH", f"/devices/{cam_a}", json={"recording": "both"})
+        remote = site.config.site.id
+        store = central.node.store
+
+        async def central_lq() -> list[ChunkMeta]:
+            return await asyncio.to_thread(
+                store.chunk_metas, "cam-a", "lq", 0, 1 << 62, site_id=remote
+            )
+
+        async with asyncio.timeout(WAIT_S):
+            while True:
+                if len(await central_lq()) >= 2:
+                    break
+                await asyncio.sleep(0.2)
+        await line.down()  # the line goes; the site records on
+        await _site_until(central, site_id, lambda state: state != "online")
+        await asyncio.sleep(12)  # longer than the smallest gap worth a retrieval
+        await line.up()
+        await _site_until(central, site_id, lambda state: state == "online")
+        async with asyncio.timeout(WAIT_S):
+            while True:
+                _, listed = await central.call("GET", "/retrievals")
+                jobs = [j for j in listed["retrievals"] if j["origin"] == "reconnect"]
+                if jobs and jobs[0]["state"] in ("completed", "failed"):
+                    break
+                await asyncio.sleep(0.2)
+        (job,) = jobs
+        assert job["state"] == "completed", job
+        assert job["quality"] == "lq"
+        assert job["device_ids"] == [cam_a]
+        # The central's recording now runs without a hole through the outage.
+        stored = await central_lq()
+        seqs = [m.seq for m in stored]
+        assert seqs == list(range(seqs[0], seqs[0] + len(seqs))), seqs
+        assert stored[-1].header.end_ns - stored[0].header.start_ns > 12 * 10**9
+        for meta in stored:
+            assert await asyncio.to_thread(
+                site.store.read_chunk, "cam-a", "lq", meta.seq
+            ) == await asyncio.to_thread(store.read_chunk, "cam-a", "lq", meta.seq, site_id=remote)
+        await line.down()
