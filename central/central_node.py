@@ -212,7 +212,9 @@ class CentralNode:
                 software=software,
                 read_timeout_s=config.links.read_timeout_s,
             ),
-            timelines=DeviceTimelines(self.catalog, self.store, registry, clock=clock),
+            timelines=DeviceTimelines(
+                self.catalog, self.store, registry, clock=clock, pending=retrievals.pending_spans
+            ),
             live=self.live,
             discovery=SiteDiscovery(self.catalog, clock=clock),
             exports=ExportService(

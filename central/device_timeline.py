@@ -29,7 +29,8 @@ from shared.store.chunk_store import ChunkStore
 SITE_TIMEOUT_S = 3.0
 
 PendingRanges = Callable[[str, int, int], Sequence[Interval]]
-"""(device_id, start_ns, end_ns) -> retrievals requested and not finished."""
+"""(device_id, start_ns, end_ns) -> retrievals requested and not finished (blocking: it is
+called in a worker thread)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,7 +95,9 @@ class DeviceTimelines:
             if hq_name != reference_stream(device):
                 hq = await self._held(site.remote_site_id, device, hq_name, start_ns, end_ns)
         answer, freshness = await self._site_holds(device, start_ns, end_ns)
-        pending = self._pending(device_id, start_ns, end_ns) if self._pending else ()
+        pending: Sequence[Interval] = ()
+        if self._pending is not None:
+            pending = await asyncio.to_thread(self._pending, device_id, start_ns, end_ns)
         periods = merge_timeline(
             start_ns,
             end_ns,

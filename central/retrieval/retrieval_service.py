@@ -109,6 +109,21 @@ class RetrievalService:
         await self._work.stop_streams_of(job_id, job.site_id)
         return await self.job(job_id)
 
+    def pending_spans(self, device_id: str, start_ns: int, end_ns: int) -> list[tuple[int, int]]:
+        """What unfinished jobs have yet to bring of the device within [start_ns, end_ns):
+        from each job's covered instant (its start before any chunk) to its end (blocking;
+        for the timeline's `pending` periods)."""
+        spans = []
+        for job in self._catalog.unfinished_retrieval_jobs():
+            stream = job.stream_by_device.get(device_id)
+            if stream is None or is_final(stream.state):
+                continue
+            covered = job.start_ns if stream.covered_until_ns is None else stream.covered_until_ns
+            low, high = max(covered, job.start_ns, start_ns), min(job.end_ns, end_ns)
+            if low < high:
+                spans.append((low, high))
+        return spans
+
     def settings_changed(self, site_id: str) -> None:
         """The site's retrieval settings changed: its run applies them now."""
         self._work.jobs_changed(site_id)
