@@ -134,6 +134,9 @@ class SiteLinkServer:
             case _:
                 raise AssertionError(f"not a one-shot request: {request!r}")
         self.connection.reply(request.request_id, body)
+        # Answered from a task (most after a worker thread): nothing else would send it
+        # before the next message arrives or the keepalive.
+        self.session.flush()
 
     # -- streams ------------------------------------------------------------------------
 

@@ -42,16 +42,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from central.catalog.catalog import Catalog
 from central.catalog.errors import CatalogError, NotFound
 from central.catalog.records import SiteRecord
 from central.ingest_writer import ChunkSink
 from central.retrieval.bandwidth_cap import BandwidthCap
-from central.retrieval.job_records import JobState, RetrievalJob
-from central.retrieval.job_state import is_final, state_from_streams
+from central.retrieval.job_records import JobState, JobStream, RetrievalJob
+from central.retrieval.job_state import JobTransitionError, is_final, state_from_streams
 from central.retrieval.retrieval_window import DailyWindow
 from central.retrieval.site_schedule import StreamKey, has_started, streams_to_start
 from central.retrieval.stream_rate import RateReading, StreamRate
@@ -67,6 +68,7 @@ from shared.transfer_acceptance import (
 )
 
 _log = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 STORE_FULL_RETRY_S = 60.0
 RETRY_S = 10.0
@@ -191,6 +193,9 @@ class _SiteRun:
         self._resting_until_ns: dict[StreamKey, int] = {}  # caught up with a span still recorded
         self._held: set[str] = set()  # jobs whose holds this run placed or renewed
         self._paused_until_ns: int | None = None  # the central's store was full
+        # Streams of one job end concurrently; one state change at a time, so a job's
+        # final state is computed from what the others wrote.
+        self._state_lock = asyncio.Lock()
         self._store_full_raised = False
 
     async def run(self) -> None:
@@ -209,7 +214,8 @@ class _SiteRun:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        await self._release_holds(await asyncio.to_thread(self._catalog.retrieval_job, job_id))
+        async with self._state_lock:
+            await self._release_holds(await asyncio.to_thread(self._catalog.retrieval_job, job_id))
         self._state.changed.set()
 
     # -- scheduling ----------------------------------------------------------------------------
@@ -255,7 +261,7 @@ class _SiteRun:
             )
             for job in waiting:
                 if job.reason != reason:
-                    await asyncio.to_thread(
+                    await self._write(
                         self._catalog.set_retrieval_job_state,
                         job.job_id,
                         JobState.PENDING,
@@ -312,19 +318,36 @@ class _SiteRun:
         with contextlib.suppress(CatalogError):
             for job in await asyncio.to_thread(self._catalog.unfinished_retrieval_jobs):
                 if job.site_id == self._site.site_id:
-                    await asyncio.to_thread(self._wait_for_link, job)
+                    async with self._state_lock:
+                        await self._wait_for_link(job)
 
-    def _wait_for_link(self, job: RetrievalJob) -> None:
-        """Running job and streams back to pending (blocking)."""
+    async def _wait_for_link(self, job: RetrievalJob) -> None:
+        """Running job and streams back to pending."""
         for stream in job.streams:
             if stream.state is JobState.RUNNING:
-                self._catalog.set_retrieval_stream_state(
-                    job.job_id, stream.device_id, stream.stream, JobState.PENDING
+                await self._write(
+                    self._catalog.set_retrieval_stream_state,
+                    job.job_id,
+                    stream.device_id,
+                    stream.stream,
+                    JobState.PENDING,
                 )
         if job.state is JobState.RUNNING or job.reason != LINK_DOWN_REASON:
-            self._catalog.set_retrieval_job_state(
-                job.job_id, JobState.PENDING, reason=LINK_DOWN_REASON
+            await self._write(
+                self._catalog.set_retrieval_job_state,
+                job.job_id,
+                JobState.PENDING,
+                reason=LINK_DOWN_REASON,
             )
+
+    async def _write(self, change: Callable[..., _T], *args: Any, **kwargs: Any) -> _T | None:
+        """A state change in the catalog (worker thread); None when the catalog refuses it
+        because the job ended meanwhile (a user stopped it, another stream ended it)."""
+        try:
+            return await asyncio.to_thread(change, *args, **kwargs)
+        except JobTransitionError as exc:
+            _log.info("%s", exc)
+            return None
 
     # -- one stream ----------------------------------------------------------------------------
 
@@ -333,18 +356,29 @@ class _SiteRun:
         site = self._site
         try:
             device = await asyncio.to_thread(catalog.device, key.device_id)
-            if job.state is JobState.PENDING:
-                job = await asyncio.to_thread(
-                    catalog.set_retrieval_job_state, job.job_id, JobState.RUNNING, reason=None
-                )
+            async with self._state_lock:
+                job = await asyncio.to_thread(catalog.retrieval_job, key.job_id)
+                if is_final(job.state):
+                    return  # stopped meanwhile
+                if job.state is JobState.PENDING:
+                    running = await self._write(
+                        catalog.set_retrieval_job_state, job.job_id, JobState.RUNNING, reason=None
+                    )
+                    if running is None:
+                        return
+                    job = running
+                if (
+                    await self._write(
+                        catalog.set_retrieval_stream_state,
+                        key.job_id,
+                        key.device_id,
+                        key.stream,
+                        JobState.RUNNING,
+                    )
+                    is None
+                ):
+                    return
             stream = job.stream_by_device[key.device_id]
-            await asyncio.to_thread(
-                catalog.set_retrieval_stream_state,
-                key.job_id,
-                key.device_id,
-                key.stream,
-                JobState.RUNNING,
-            )
         except NotFound:
             return  # the job's site or device was removed meanwhile
         if site.remote_site_id is None or site.public_key is None:
@@ -381,7 +415,7 @@ class _SiteRun:
                 )
             else:
                 _log.warning("%s/%s: %s; requesting it again", key.job_id, key.device_id, exc)
-                await asyncio.to_thread(
+                await self._write(
                     catalog.set_retrieval_stream_state,
                     key.job_id,
                     key.device_id,
@@ -405,7 +439,7 @@ class _SiteRun:
             reached_end = covered is not None and covered >= job.end_ns
             if not reached_end and job.end_ns + int(SPAN_SETTLE_S * NS_PER_S) > asked_ns:
                 # The site sent all it has, but the span is still being recorded there.
-                await asyncio.to_thread(
+                await self._write(
                     catalog.set_retrieval_stream_state,
                     key.job_id,
                     key.device_id,
@@ -453,8 +487,14 @@ class _SiteRun:
         )
 
     async def _end_stream(self, key: StreamKey, state: JobState, failure: str | None) -> None:
+        async with self._state_lock:
+            await self._end_stream_locked(key, state, failure)
+
+    async def _end_stream_locked(
+        self, key: StreamKey, state: JobState, failure: str | None
+    ) -> None:
         catalog = self._catalog
-        await asyncio.to_thread(
+        ended = await self._write(
             catalog.set_retrieval_stream_state,
             key.job_id,
             key.device_id,
@@ -462,6 +502,8 @@ class _SiteRun:
             state,
             failure=failure,
         )
+        if ended is None:
+            return
         job = await asyncio.to_thread(catalog.retrieval_job, key.job_id)
         if is_final(job.state):
             return
@@ -474,23 +516,22 @@ class _SiteRun:
             # Holds first: whoever sees the job ended sees its holds released. (A cut in
             # between leaves a job that places its holds again on the next link.)
             await self._release_holds(job)
-            await asyncio.to_thread(
-                catalog.set_retrieval_job_state, job.job_id, overall, reason=reason
-            )
+            await self._write(catalog.set_retrieval_job_state, job.job_id, overall, reason=reason)
 
     async def _pause_for_space(self, key: StreamKey, problem: str) -> None:
         catalog = self._catalog
         reason = f"paused: the central's store is full ({problem})"
-        await asyncio.to_thread(
-            catalog.set_retrieval_stream_state,
-            key.job_id,
-            key.device_id,
-            key.stream,
-            JobState.PENDING,
-        )
-        await asyncio.to_thread(
-            catalog.set_retrieval_job_state, key.job_id, JobState.PENDING, reason=reason
-        )
+        async with self._state_lock:
+            await self._write(
+                catalog.set_retrieval_stream_state,
+                key.job_id,
+                key.device_id,
+                key.stream,
+                JobState.PENDING,
+            )
+            await self._write(
+                catalog.set_retrieval_job_state, key.job_id, JobState.PENDING, reason=reason
+            )
         await asyncio.to_thread(
             catalog.raise_notification,
             NOTICE_STORE_FULL,
@@ -506,39 +547,35 @@ class _SiteRun:
     # -- holds ---------------------------------------------------------------------------------
 
     async def _place_holds(self, job: RetrievalJob) -> None:
-        """Hold the job's spans at the site, anew on each link (holds expire): the new
-        holds are recorded, then the old ones released."""
+        """Hold the job's spans at the site, anew on each link (holds expire), one request
+        per device at once: the new holds are recorded, then the old ones released. A job
+        that ended while they were placed has them released at once."""
         self._held.add(job.job_id)
         expires_ns = self._clock.now_ns() + HOLD_DAYS * 86_400 * NS_PER_S
-        placed: list[int] = []
-        refused: list[str] = []
-        for stream in job.streams:
-            if is_final(stream.state):
-                continue
-            try:
-                device = await asyncio.to_thread(self._catalog.device, stream.device_id)
-                answer = await self._link.place_hold(
-                    device.remote_device_id,
-                    streams=(stream.stream,),
-                    start_ns=job.start_ns,
-                    end_ns=job.end_ns,
-                    expires_ns=expires_ns,
-                    reason=f"retrieval {job.job_id}",
-                )
-                placed.extend(int(hold["id"]) for hold in answer["holds"])
-            except RequestFailed as exc:
-                refused.append(f"{stream.device_id}: {exc.message or exc.code}")
-            except NotFound:
-                continue
-        await asyncio.to_thread(self._catalog.set_retrieval_job_holds, job.job_id, placed)
-        await self._release_hold_ids(job.holds)
+        answers = await asyncio.gather(
+            *(
+                self._place_hold(job, stream, expires_ns)
+                for stream in job.streams
+                if not is_final(stream.state)
+            )
+        )
+        placed = [hold_id for ids, _ in answers for hold_id in ids]
+        refused = [problem for _, problem in answers if problem is not None]
+        async with self._state_lock:
+            now = await asyncio.to_thread(self._catalog.retrieval_job, job.job_id)
+            if is_final(now.state):
+                await self._release_hold_ids((*placed, *now.holds))
+                await asyncio.to_thread(self._catalog.set_retrieval_job_holds, job.job_id, [])
+                return
+            await asyncio.to_thread(self._catalog.set_retrieval_job_holds, job.job_id, placed)
+            await self._release_hold_ids(now.holds)
         if refused:
             message = (
                 f"retrieval {job.job_id}: the site refused to hold the recordings "
                 f"({'; '.join(refused)}); its retention may delete them before they are "
                 "retrieved"
             )
-            await asyncio.to_thread(
+            await self._write(
                 self._catalog.set_retrieval_job_state,
                 job.job_id,
                 job.state,
@@ -553,6 +590,26 @@ class _SiteRun:
                 message,
                 self._clock.now_ns(),
             )
+
+    async def _place_hold(
+        self, job: RetrievalJob, stream: JobStream, expires_ns: int
+    ) -> tuple[list[int], str | None]:
+        """The holds placed for one stream of the job, or why the site refused them."""
+        try:
+            device = await asyncio.to_thread(self._catalog.device, stream.device_id)
+            answer = await self._link.place_hold(
+                device.remote_device_id,
+                streams=(stream.stream,),
+                start_ns=job.start_ns,
+                end_ns=job.end_ns,
+                expires_ns=expires_ns,
+                reason=f"retrieval {job.job_id}",
+            )
+        except RequestFailed as exc:
+            return [], f"{stream.device_id}: {exc.message or exc.code}"
+        except NotFound:
+            return [], None
+        return [int(hold["id"]) for hold in answer["holds"]], None
 
     async def _release_holds(self, job: RetrievalJob) -> None:
         if job.holds:
