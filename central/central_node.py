@@ -26,6 +26,7 @@ from central.api.live_routes import live_routes
 from central.api.notification_routes import notification_routes
 from central.api.playback_routes import playback_routes
 from central.api.retrieval_routes import retrieval_routes
+from central.api.retrieval_rule_routes import retrieval_rule_routes
 from central.api.services import CentralInfo, CentralServices
 from central.api.site_routes import site_routes
 from central.api.web_app import build_central_app
@@ -39,9 +40,11 @@ from central.export_service import ExportService
 from central.ingest_writer import IngestWriter
 from central.live_feeds import LiveFeeds
 from central.receipt_book import ReceiptBook
+from central.retrieval.event_rules import EventRetrieval
 from central.retrieval.reconnect_retrieval import ReconnectRetrieval
 from central.retrieval.retrieval_service import RetrievalService
 from central.retrieval.retrieval_work import RetrievalWork
+from central.retrieval.schedule_rules import ScheduleRetrieval
 from central.site_dialer import SiteDialer
 from central.site_discovery import SiteDiscovery
 from central.site_link_work import SiteLinkWork
@@ -97,6 +100,7 @@ class CentralNode:
         self.registry: SiteRegistry | None = None
         self.live: LiveFeeds | None = None
         self.ingest: IngestWriter | None = None
+        self.schedule_retrieval: ScheduleRetrieval | None = None
         self.services: CentralServices | None = None
         self.port: int | None = None
 
@@ -169,6 +173,8 @@ class CentralNode:
         retrieval_work = RetrievalWork(self.catalog, self.ingest, clock=clock)
         retrievals = RetrievalService(self.catalog, retrieval_work)
         reconnect = ReconnectRetrieval(self.catalog, self.store, retrievals, clock=clock)
+        event_retrieval = EventRetrieval(self.catalog, retrievals)
+        self.schedule_retrieval = ScheduleRetrieval(self.catalog, retrievals, clock=clock)
         registry = SiteRegistry(
             self.catalog,
             dialer=SiteDialer(
@@ -183,6 +189,7 @@ class CentralNode:
                 self.live,
                 reconnect,  # before the live recording has stored anything new
                 retrieval_work,
+                event_retrieval,
             ],
             clock=clock,
             policy=ConnectorPolicy(
@@ -226,6 +233,8 @@ class CentralNode:
                 central_public_key=self.signer.public_key,
             ),
             retrievals=retrievals,
+            event_retrieval=event_retrieval,
+            schedule_retrieval=self.schedule_retrieval,
             store=self.store,
             clock=clock,
             link_read_timeout_s=config.links.read_timeout_s,
@@ -244,6 +253,7 @@ class CentralNode:
                 *enrolment_routes(),
                 *export_routes(),
                 *retrieval_routes(),
+                *retrieval_rule_routes(),
             ],
         )
         ssl_context = None if self.identity is None else self.identity.server_ssl_context()
@@ -255,11 +265,15 @@ class CentralNode:
         )
         self.port = await self._server.start()
         await registry.start()
+        self.schedule_retrieval.start()
         self._retention = asyncio.create_task(self._keep_retention(), name="central-retention")
         return self.port
 
     async def stop(self) -> None:
         """Stop serving, close every link, close the stores (idempotent)."""
+        if self.schedule_retrieval is not None:
+            await self.schedule_retrieval.stop()
+            self.schedule_retrieval = None
         if self._retention is not None:
             self._retention.cancel()
             with contextlib.suppress(asyncio.CancelledError):

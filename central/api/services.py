@@ -15,7 +15,9 @@ from central.catalog.catalog import Catalog
 from central.device_timeline import DeviceTimelines
 from central.export_service import ExportService
 from central.live_feeds import LiveFeeds
+from central.retrieval.event_rules import EventRetrieval
 from central.retrieval.retrieval_service import RetrievalService
+from central.retrieval.schedule_rules import ScheduleRetrieval
 from central.site_discovery import SiteDiscovery
 from central.site_management import SiteManagement
 from central.site_registry import SiteRegistry
@@ -47,6 +49,8 @@ class CentralServices:
     discovery: SiteDiscovery
     exports: ExportService
     retrievals: RetrievalService
+    event_retrieval: EventRetrieval
+    schedule_retrieval: ScheduleRetrieval
     store: ChunkStore
     clock: Clock
     link_read_timeout_s: float

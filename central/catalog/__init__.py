@@ -1,5 +1,5 @@
 """The central's catalog: sites, devices, users, tokens, enrolment, notifications, settings,
-retrieval jobs.
+retrieval jobs and rules.
 
 Callers use the `Catalog` protocol; `SqliteCatalog` is the embedded implementation. Media
 is not here: it lives in the chunk store (`shared/store/`). See docs/design/catalog.md.
@@ -47,6 +47,7 @@ from central.retrieval.job_records import (
     RetrievalJob,
 )
 from central.retrieval.job_state import JobTransitionError
+from central.retrieval.rule_records import NewRetrievalRule, RetrievalRule
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -68,11 +69,13 @@ __all__ = [
     "LiveFeed",
     "NewDevice",
     "NewRetrievalJob",
+    "NewRetrievalRule",
     "NewSite",
     "NotFound",
     "Notification",
     "Recording",
     "RetrievalJob",
+    "RetrievalRule",
     "RetrievalSettings",
     "Role",
     "SchemaError",

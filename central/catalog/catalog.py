@@ -37,6 +37,7 @@ from central.catalog.records import (
     UserRecord,
 )
 from central.retrieval.job_records import JobState, JobStream, NewRetrievalJob, RetrievalJob
+from central.retrieval.rule_records import NewRetrievalRule, RetrievalRule
 
 DEFAULT_NOTIFICATION_LIMIT = 100
 MAX_NOTIFICATION_LIMIT = 10_000
@@ -45,7 +46,8 @@ MAX_RETRIEVAL_JOB_LIMIT = 1000
 
 
 class Catalog(Protocol):
-    """Sites, devices, users, tokens, enrolment, notifications, settings, retrieval jobs."""
+    """Sites, devices, users, tokens, enrolment, notifications, settings, retrieval jobs and
+    rules."""
 
     # --- sites ---------------------------------------------------------------------------
 
@@ -345,4 +347,39 @@ class Catalog(Protocol):
 
     def set_retrieval_job_holds(self, job_id: str, hold_ids: Sequence[int]) -> RetrievalJob:
         """Record the holds placed at the site for the job (empty: all released)."""
+        ...
+
+    # --- retrieval rules -----------------------------------------------------------------
+    # A rule's devices (and sources) are devices of its site; removing the site removes its
+    # rules. Jobs a rule made stay when the rule goes (they are history).
+
+    def add_retrieval_rule(self, new: NewRetrievalRule) -> RetrievalRule:
+        """Store a new rule. `NotFound` for an unknown site; `InvalidRecord` naming a device
+        (of `device_ids` or `sources`) that does not exist or is of another site, or one of
+        `device_ids` without a stream of the rule's quality."""
+        ...
+
+    def retrieval_rule(self, rule_id: str) -> RetrievalRule:
+        """The rule; `NotFound` if there is none."""
+        ...
+
+    def retrieval_rules(self, site_id: str | None = None) -> list[RetrievalRule]:
+        """The rules of `site_id` (None: of every site, site by site), each site's in the
+        order they were made. `NotFound` for an unknown site."""
+        ...
+
+    def update_retrieval_rule(self, rule_id: str, /, **changes: object) -> RetrievalRule:
+        """Change fields named in `RULE_FIELDS_CHANGEABLE` (name, enabled, device_ids,
+        events, sources, before_s, after_s, daily, quality); the rule afterwards, its
+        devices checked as in `add_retrieval_rule`. `InvalidRecord` names an unknown field
+        or a bad value."""
+        ...
+
+    def remove_retrieval_rule(self, rule_id: str) -> RetrievalRule:
+        """Remove the rule; the rule as it was. `NotFound` if there is none."""
+        ...
+
+    def set_rule_last_queued(self, rule_id: str, end_ns: int) -> RetrievalRule:
+        """The schedule rule queued its intervals up to `end_ns`; it never moves backwards
+        (`InvalidRecord`), and the same value again changes nothing."""
         ...

@@ -194,6 +194,36 @@ _V2: Migration = (
     """,
 )
 
-MIGRATIONS: tuple[Migration, ...] = (_V1, _V2)
+# Retrieval rules (issue 5): retrieve around a site's events, or a daily interval.
+_V3: Migration = (
+    # `device_ids`, `events`, `sources`: JSON arrays of text. `daily` is set exactly for a
+    # schedule rule; `last_queued_end_ns` is the end of the last interval it queued.
+    """
+    CREATE TABLE retrieval_rules (
+        rule_id TEXT PRIMARY KEY,
+        site_id TEXT NOT NULL REFERENCES sites (site_id) ON DELETE CASCADE,
+        name TEXT NOT NULL,
+        kind TEXT NOT NULL CHECK (kind IN ('event', 'schedule')),
+        device_ids TEXT NOT NULL,
+        quality TEXT NOT NULL CHECK (quality IN ('hq', 'lq')),
+        enabled INTEGER NOT NULL CHECK (enabled IN (0, 1)),
+        events TEXT NOT NULL,
+        sources TEXT NOT NULL,
+        before_s INTEGER NOT NULL CHECK (before_s BETWEEN 0 AND 3600),
+        after_s INTEGER NOT NULL CHECK (after_s BETWEEN 0 AND 3600),
+        daily TEXT,
+        last_queued_end_ns INTEGER,
+        created_ns INTEGER NOT NULL,
+        updated_ns INTEGER NOT NULL,
+        CHECK ((kind = 'schedule') = (daily IS NOT NULL)),
+        CHECK (kind = 'schedule' OR last_queued_end_ns IS NULL)
+    ) STRICT
+    """,
+    # A site's rules (and all rules, site by site) in the order they were made; serves the
+    # cascade from sites.
+    "CREATE INDEX retrieval_rules_by_site ON retrieval_rules (site_id, created_ns, rule_id)",
+)
+
+MIGRATIONS: tuple[Migration, ...] = (_V1, _V2, _V3)
 SCHEMA_VERSION = len(MIGRATIONS)
 """The version this code writes and understands."""

@@ -35,6 +35,7 @@ from collections.abc import Collection, Iterator, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 
+from central.catalog import sqlite_retrieval_rules as retrieval_rules
 from central.catalog import sqlite_retrievals as retrievals
 from central.catalog import validation as check
 from central.catalog.catalog import (
@@ -93,6 +94,7 @@ from central.catalog.sqlite_rows import (
     user_params,
 )
 from central.retrieval.job_records import JobState, JobStream, NewRetrievalJob, RetrievalJob
+from central.retrieval.rule_records import NewRetrievalRule, RetrievalRule
 from shared.clock import Clock
 
 BUSY_TIMEOUT_S = 5.0
@@ -741,6 +743,34 @@ class SqliteCatalog:
     def set_retrieval_job_holds(self, job_id: str, hold_ids: Sequence[int]) -> RetrievalJob:
         with self._writing() as db:
             return retrievals.set_job_holds(db, job_id, hold_ids, now_ns=self._clock.now_ns())
+
+    # --- retrieval rules (the SQL is in sqlite_retrieval_rules.py) ------------------------
+
+    def add_retrieval_rule(self, new: NewRetrievalRule) -> RetrievalRule:
+        with self._writing() as db:
+            return retrieval_rules.insert_rule(db, new, now_ns=self._clock.now_ns())
+
+    def retrieval_rule(self, rule_id: str) -> RetrievalRule:
+        with self._reading() as db:
+            return retrieval_rules.rule_in(db, rule_id)
+
+    def retrieval_rules(self, site_id: str | None = None) -> list[RetrievalRule]:
+        with self._reading() as db:
+            return retrieval_rules.rules_in(db, site_id)
+
+    def update_retrieval_rule(self, rule_id: str, /, **changes: object) -> RetrievalRule:
+        with self._writing() as db:
+            return retrieval_rules.update_rule(db, rule_id, changes, now_ns=self._clock.now_ns())
+
+    def remove_retrieval_rule(self, rule_id: str) -> RetrievalRule:
+        with self._writing() as db:
+            return retrieval_rules.delete_rule(db, rule_id)
+
+    def set_rule_last_queued(self, rule_id: str, end_ns: int) -> RetrievalRule:
+        with self._writing() as db:
+            return retrieval_rules.set_last_queued(
+                db, rule_id, end_ns, now_ns=self._clock.now_ns()
+            )
 
     # --- internals -----------------------------------------------------------------------
 

@@ -659,7 +659,7 @@ def test_a_version_1_catalog_file_is_migrated(
         assert raw.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
         tables = {row[0] for row in raw.execute("SELECT name FROM sqlite_schema")}
     raw.close()
-    assert SCHEMA_VERSION == len(MIGRATIONS) == 2
+    assert SCHEMA_VERSION == len(MIGRATIONS) >= 2
     assert {"retrieval_jobs", "retrieval_streams", "retrieval_jobs_by_state"} <= tables
     assert [device.device_id for device in catalog.devices("s-old")] == ["d-old"]
     job = catalog.add_retrieval_job(retrieval("s-old", ["d-old"]))
