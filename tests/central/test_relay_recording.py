@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import random
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -18,19 +17,10 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from agent.accounts import Accounts
-from agent.config import AgentConfig, load_agent_config
-from agent.link_endpoint import link_route
-from agent.site_runtime import AgentSite
-from agent.site_service import SiteService
-from agent.site_tls import site_identity
-from agent.source_factory import build_source
-from agent.store_writer import StoreWriter
-from agent.web_api import build_web_app
+from agent.config import load_agent_config
 from central.ingest_writer import IngestWriter
 from central.relay_recorder import DEFAULT_MAX_PACKET_AGE_NS
 from central.relay_recording import RelayedChunk, RelayRecording, rule_gate
-from shared.api_server import ApiServer
 from shared.chunk import ChunkHeader, SignedChunk
 from shared.clock import NS_PER_S, SystemClock
 from shared.link import events as ev
@@ -38,11 +28,10 @@ from shared.link import messages as m
 from shared.link_io.client import LinkClient
 from shared.link_io.dialing import connect_to_site
 from shared.recording_gate import RecordingGate
-from shared.signing import SiteSigner
 from shared.store.chunk_store import ChunkStore
-from shared.tls_identity import TlsIdentity
 from shared.transfer_acceptance import TransferExpectation
 from tests.agent.site_config import small_camera, write_site_config
+from tests.link_io.link_site import LinkSite, running_site_of
 
 PASSWORD = "admin-pw"  # the account tests/agent/site_config.py writes
 QUOTA_BYTES = 64 * 1024 * 1024
@@ -61,77 +50,18 @@ class Rule:
     schedule: tuple[str, ...] = ()
 
 
-@dataclass
-class Site:
-    config: AgentConfig
-    site: AgentSite
-    store: ChunkStore
-    signer: SiteSigner
-    identity: TlsIdentity
-    port: int
-    clock: SystemClock
-
-    @property
-    def site_id(self) -> str:
-        return self.config.site.id
-
-
 @contextlib.asynccontextmanager
-async def running_site(directory: Path) -> AsyncIterator[Site]:
+async def running_site(directory: Path) -> AsyncIterator[LinkSite]:
     """One camera: lq stored continuously, hq relay-only, a moving box for 1.5 s every 8 s
     (the detector ends a motion after 3 s of quiet)."""
     camera = small_camera("cam-1", hq_mode="relay_only", motion_period_s=8.0, motion_duration_s=1.5)
     config = load_agent_config(write_site_config(directory / "site", camera))
-    clock = SystemClock()
-    signer = await asyncio.to_thread(SiteSigner.load_or_create, config.storage.key_path)
-    identity = await asyncio.to_thread(site_identity, config, clock)
-    store = await asyncio.to_thread(
-        ChunkStore.open,
-        config.storage.path,
-        quota_bytes=config.storage.quota_bytes,
-        hold_budget_bytes=config.storage.hold_budget_bytes,
-        clock=clock,
-        home_site_id=config.site.id,
-    )
-    writer = StoreWriter(store)
-    site = AgentSite(
-        config,
-        writer=writer,
-        signer=signer,
-        clock=clock,
-        source_factory=lambda camera: build_source(camera, clock=clock),
-        rng=random.Random(5),
-    )
-    service = SiteService(
-        config,
-        store,
-        public_key=signer.public_key,
-        fingerprint=identity.fingerprint,
-        clock=clock,
-        cameras_up=lambda: {c.camera.id: c.supervisor.connected for c in site.cameras},
-        version="test",
-    )
-    route = link_route(
-        events=site.events, live=site.live, clock=clock, software="test", read_timeout_s=5.0
-    )
-    app = build_web_app(service, Accounts(config.users, clock=clock), extra_routes=[route])
-    server = ApiServer(app, host="127.0.0.1", port=0, ssl_context=identity.server_ssl_context())
-    recording = asyncio.create_task(site.run(), name="site")
-    try:
-        port = await server.start()
-        yield Site(config, site, store, signer, identity, port, clock)
-    finally:
-        await server.stop()
-        recording.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await recording
-        await service.wait_idle()
-        await asyncio.to_thread(writer.close)
-        store.close()
+    async with running_site_of(config, read_timeout_s=5.0, seed=5) as site:
+        yield site
 
 
 @contextlib.asynccontextmanager
-async def central_link(site: Site) -> AsyncIterator[LinkClient]:
+async def central_link(site: LinkSite) -> AsyncIterator[LinkClient]:
     async with (
         aiohttp.ClientSession() as http,
         connect_to_site(
@@ -204,7 +134,7 @@ async def recording_running(
 
 
 def new_recording(
-    site: Site,
+    site: LinkSite,
     store: ChunkStore,
     stream: str,
     gate: RecordingGate[RelayedChunk],
@@ -223,13 +153,13 @@ def new_recording(
     )
 
 
-async def stored_chunks(store: ChunkStore, site: Site, stream: str) -> list[SignedChunk]:
+async def stored_chunks(store: ChunkStore, site: LinkSite, stream: str) -> list[SignedChunk]:
     return await asyncio.to_thread(
         store.read_chunks, "cam-1", stream, *ALL_TIME, site_id=site.site_id
     )
 
 
-async def assert_identical_to_the_sites(site: Site, chunks: list[SignedChunk]) -> None:
+async def assert_identical_to_the_sites(site: LinkSite, chunks: list[SignedChunk]) -> None:
     for chunk in chunks:
         original = await asyncio.to_thread(site.store.read_chunk, "cam-1", "lq", chunk.header.seq)
         assert original is not None, f"the site has no lq chunk {chunk.header.seq}"

@@ -45,6 +45,10 @@ class LinkSite:
     service: SiteService
 
     @property
+    def site_id(self) -> str:
+        return self.config.site.id
+
+    @property
     def base_url(self) -> str:
         return f"https://127.0.0.1:{self.port}"
 
@@ -71,6 +75,19 @@ async def running_link_site(
         config = load_agent_config(existing)
     else:
         config = api_config(directory, api_toml=api_toml)
+    async with running_site_of(config, port=port) as site:
+        yield site
+
+
+@contextlib.asynccontextmanager
+async def running_site_of(
+    config: AgentConfig,
+    *,
+    port: int = 0,
+    read_timeout_s: float = READ_TIMEOUT_S,
+    seed: int = 3,
+) -> AsyncIterator[LinkSite]:
+    """A recording site of `config` with its API and link on loopback."""
     clock = SystemClock()
     signer = await asyncio.to_thread(SiteSigner.load_or_create, config.storage.key_path)
     identity = await asyncio.to_thread(site_identity, config, clock)
@@ -89,7 +106,7 @@ async def running_link_site(
         signer=signer,
         clock=clock,
         source_factory=lambda camera: build_source(camera, clock=clock),
-        rng=random.Random(3),
+        rng=random.Random(seed),
     )
     service = SiteService(
         config,
@@ -105,7 +122,7 @@ async def running_link_site(
         live=site.live,
         clock=clock,
         software="siteline-agent test",
-        read_timeout_s=READ_TIMEOUT_S,
+        read_timeout_s=read_timeout_s,
     )
     app = build_web_app(service, Accounts(config.users, clock=clock), extra_routes=[route])
     server = ApiServer(app, host="127.0.0.1", port=port, ssl_context=identity.server_ssl_context())
