@@ -217,6 +217,7 @@ class RetrievalMachine(RuleBasedStateMachine):
         self.spans: set[tuple[str, int, int]] = set()
         self.interruptions = 0
         self.window_closed = False
+        self.closed_at_ns = 0
         self.unstarted_when_closed: set[str] = set()
 
     # -- the link -----------------------------------------------------------------------
@@ -306,6 +307,7 @@ class RetrievalMachine(RuleBasedStateMachine):
         self.catalog.update_site(self.site_record.site_id, retrieval=settings_now)
         self.central.work.jobs_changed(self.site_record.site_id)
         self.window_closed = True
+        self.closed_at_ns = self.clock.now_ns()
         # Jobs whose streams the engine had already started (their tasks not yet run) count
         # as started: the decision was taken while the window was open.
         running = self.central.work.running_streams(self.site_record.site_id)
@@ -334,9 +336,11 @@ class RetrievalMachine(RuleBasedStateMachine):
         # (the wall clock before the window), no job that had not started has started.
         if not self.window_closed:
             return
+        # A scheduling pass under way when the window closed may still start what it chose;
+        # the clock stands still between steps, so starts at the closing instant are that.
         for job_id in self.unstarted_when_closed:
             job = self.catalog.retrieval_job(job_id)
-            if job.started_ns is not None:
+            if job.started_ns is not None and job.started_ns > self.closed_at_ns:
                 assert self._window_open_at(job.started_ns), job
 
     def _window_open_at(self, at_ns: int) -> bool:

@@ -11,40 +11,11 @@ import pytest
 
 from central.retrieval.bandwidth_cap import MIN_GRANT_PIECE_BYTES, BandwidthCap
 from shared.clock import NS_PER_S, ManualClock, SystemClock
+from tests.fakes.held_clock import HeldClock
 
 MBIT = 1_000_000
 
 Admission = tuple[int, int]  # (monotonic ns when admitted, bytes)
-
-
-class HeldClock(ManualClock):
-    """A manual clock whose sleeps last until the test moves the clock past their end."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._sleepers: list[tuple[int, asyncio.Future[None]]] = []
-
-    @property
-    def sleepers(self) -> int:
-        return sum(1 for _, future in self._sleepers if not future.done())
-
-    async def sleep(self, seconds: float) -> None:
-        until_ns = self.monotonic_ns() + max(0, round(seconds * NS_PER_S))
-        if until_ns <= self.monotonic_ns():
-            await asyncio.sleep(0)
-            return
-        entry = (until_ns, asyncio.get_running_loop().create_future())
-        self._sleepers.append(entry)
-        try:
-            await entry[1]
-        finally:
-            self._sleepers.remove(entry)
-
-    def advance(self, seconds: float) -> None:
-        super().advance(seconds)
-        for until_ns, future in self._sleepers:
-            if until_ns <= self.monotonic_ns() and not future.done():
-                future.set_result(None)
 
 
 async def _until(condition: Callable[[], bool], what: str) -> None:

@@ -21,6 +21,7 @@ from central.retrieval.schedule_rules import (
 )
 from shared.clock import NS_PER_S
 from tests.central.retrieval_rules.conftest import RuleWorld
+from tests.fakes.held_clock import HeldClock
 
 PARIS = ZoneInfo("Europe/Paris")
 HOUR_NS = 3600 * NS_PER_S
@@ -131,7 +132,9 @@ async def test_an_interval_queued_before_a_kill_is_not_queued_again(world: RuleW
 
 async def test_the_task_wakes_at_the_next_end_and_runs_until_stopped(world: RuleWorld) -> None:
     world.clock.set_wall_ns(paris_ns("2024-05-20 21:59:30"))
-    schedule = ScheduleRetrieval(world.catalog, world.retrievals, clock=world.clock)
+    held = HeldClock()  # the task's sleeps wait for the test to move time on
+    held.set_wall_ns(paris_ns("2024-05-20 21:59:30"))
+    schedule = ScheduleRetrieval(world.catalog, world.retrievals, clock=held)
     assert await asyncio.to_thread(schedule.seconds_to_next_end) == RECHECK_S
     world.catalog.add_retrieval_rule(_rule(world, "07:00-22:00"))
     assert await asyncio.to_thread(schedule.seconds_to_next_end) == 30.0
@@ -141,6 +144,13 @@ async def test_the_task_wakes_at_the_next_end_and_runs_until_stopped(world: Rule
     schedule.start()
     try:
         async with asyncio.timeout(WAIT_S):
+            while True:  # until the task waits for the next end, 30 s on
+                if held.sleepers:
+                    break
+                await asyncio.sleep(0.01)
+            assert not await _rule_jobs(world)
+            held.advance(30)
+            world.clock.advance(30)
             while True:
                 if await _rule_jobs(world):
                     break
