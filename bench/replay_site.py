@@ -34,16 +34,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from aiohttp import web
+from bench_site_app import bench_site_app
 from lq_clip import LqClip, encode_lq_clip
 from wall_stamp import stamped
 
-from agent.accounts import Accounts
 from agent.config import AgentConfig, load_agent_config
-from agent.event_hub import EventHub
-from agent.link_endpoint import link_route
 from agent.site_service import SiteService
 from agent.site_tls import site_identity
-from agent.web_api import API_PREFIX, build_web_app
+from agent.web_api import API_PREFIX
 from shared.api_server import ApiServer
 from shared.chunk import GENESIS_HASH, ChunkDraft, seal_chunk
 from shared.clock import NS_PER_S, Clock, SystemClock
@@ -209,24 +207,15 @@ async def open_site(
         home_site_id=site_id,
     )
     relay = LiveRelay()
-    service = SiteService(
+    app, service = bench_site_app(
         config,
         store,
-        public_key=signer.public_key,
+        signer=signer,
         fingerprint=identity.fingerprint,
         clock=clock,
-        cameras_up=lambda: dict.fromkeys(devices, True),
-        version="bench",
-    )
-    app = build_web_app(
-        service,
-        Accounts(config.users, clock=clock),
-        extra_routes=[
-            link_route(
-                events=EventHub(), live=relay, clock=clock, software="bench", read_timeout_s=30.0
-            ),
-            plain_route(relay),
-        ],
+        devices=devices,
+        relay=relay,
+        extra_routes=[plain_route(relay)],
     )
     server = ApiServer(app, host="127.0.0.1", port=0, ssl_context=identity.server_ssl_context())
     site = ReplaySite(site_id, devices, relay, signer, identity.fingerprint, server, service, store)

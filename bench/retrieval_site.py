@@ -26,13 +26,10 @@ import signal
 import sys
 from pathlib import Path
 
-from agent.accounts import Accounts
+from bench_site_app import bench_site_app
+
 from agent.config import AgentConfig, load_agent_config
-from agent.event_hub import EventHub
-from agent.link_endpoint import link_route
-from agent.site_service import SiteService
 from agent.site_tls import site_identity
-from agent.web_api import build_web_app
 from shared.api_server import ApiServer
 from shared.chunk import GENESIS_HASH, ChunkDraft, seal_chunk
 from shared.clock import NS_PER_S, SystemClock
@@ -159,27 +156,14 @@ async def main(directory: Path, bind: str, devices_count: int, chunks: int, chun
             payload_bytes=payload_bytes,
             first_start_ns=first_start_ns,
         )
-        service = SiteService(
+        app, service = bench_site_app(
             config,
             store,
-            public_key=signer.public_key,
+            signer=signer,
             fingerprint=identity.fingerprint,
             clock=clock,
-            cameras_up=lambda: dict.fromkeys(devices, True),
-            version="bench",
-        )
-        app = build_web_app(
-            service,
-            Accounts(config.users, clock=clock),
-            extra_routes=[
-                link_route(
-                    events=EventHub(),
-                    live=LiveRelay(),
-                    clock=clock,
-                    software="bench",
-                    read_timeout_s=30.0,
-                )
-            ],
+            devices=devices,
+            relay=LiveRelay(),
         )
         server = ApiServer(app, host=bind, port=0, ssl_context=identity.server_ssl_context())
         port = await server.start()
