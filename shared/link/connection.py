@@ -25,7 +25,13 @@ from shared.link.errors import ErrorCode, ProtocolError
 from shared.link.flow_control import ReceiveCredit
 from shared.link.framing import DEFAULT_FRAME_LIMIT, LENGTH_PREFIX_BYTES, FrameReader, encode_frame
 from shared.link.outbound import DEFAULT_PIECE_BYTES, OutboundQueue
-from shared.link.wire import MAX_CREDIT_BYTES, MAX_REQUEST_ID, decode_message, encode_message
+from shared.link.wire import (
+    MAX_CREDIT_BYTES,
+    MAX_PACE_BPS,
+    MAX_REQUEST_ID,
+    decode_message,
+    encode_message,
+)
 
 DEFAULT_MAX_OPEN_REQUESTS = 256
 DEFAULT_SEND_LIMIT_BYTES = 256 * 1024
@@ -144,6 +150,29 @@ class LinkConnection:
         self._require_not_closed()
         self._control(m.Ping(nonce))
 
+    @property
+    def pace_agreed(self) -> bool:
+        """Whether the agreed version has `Pace` (False before the handshake)."""
+        return self.version is not None and self.version >= m.PACE_VERSION
+
+    def pace_background(self, rate_bps: int | None) -> bool:
+        """Ask the peer to send its background class at `rate_bps` at most (None: no pace).
+
+        False, and nothing sent, when the agreed version has no `Pace`: the asker must then
+        pace through the credit it grants."""
+        self._require_not_closed()
+        if not self.pace_agreed:
+            return False
+        if rate_bps is not None and (isinstance(rate_bps, bool) or rate_bps < 1):
+            raise LinkUsageError(f"a pace is at least 1 bit per second, or None; not {rate_bps}")
+        self._control(m.Pace(min(rate_bps or 0, MAX_PACE_BPS)))
+        return True
+
+    @property
+    def background_pace_bps(self) -> int | None:
+        """The pace the peer set for what this side sends in the background class."""
+        return self._out.pacer.rate_bps
+
     # -- serving --------------------------------------------------------------------------
 
     def reply(self, request_id: int, body: dict[str, Any]) -> None:
@@ -235,11 +264,26 @@ class LinkConnection:
 
     @property
     def wants_to_send(self) -> bool:
+        """Whether a frame could go now, leaving the peer's pace aside (see `next_send_ns`)."""
         return self._out.has_sendable
 
-    def data_to_send(self, limit_bytes: int = DEFAULT_SEND_LIMIT_BYTES) -> bytes:
-        """Whole frames, about `limit_bytes` of them, in the order they should go."""
-        return self._out.take(limit_bytes)
+    def next_send_ns(self, now_ns: int) -> int | None:
+        """When `data_to_send` will next give bytes: `now_ns` (monotonic) if it would now,
+        a later instant if only background frames held back by the pace wait, None if
+        nothing can go until the application queues more or credit arrives."""
+        return self._out.next_send_ns(now_ns)
+
+    def data_to_send(
+        self, limit_bytes: int = DEFAULT_SEND_LIMIT_BYTES, now_ns: int | None = None
+    ) -> bytes:
+        """Whole frames, about `limit_bytes` of them, in the order they should go.
+
+        `now_ns` is the monotonic time; it is required once the peer has set a pace."""
+        if now_ns is None:
+            if self._out.pacer.rate_bps is not None:
+                raise LinkUsageError("the peer set a pace: data_to_send needs now_ns")
+            now_ns = 0
+        return self._out.take(limit_bytes, now_ns)
 
     def close(self, code: ErrorCode = ErrorCode.CLOSED, message: str = "") -> None:
         """Say goodbye; queued stream items are dropped, the Goodbye is the last frame."""
@@ -276,6 +320,13 @@ class LinkConnection:
                 raise _unexpected("a second Hello")
             case m.Ping(nonce):
                 self._control(m.Pong(nonce))
+            case m.Pace(rate_bps):
+                if not self.pace_agreed:
+                    raise _unexpected(
+                        f"Pace on a link of protocol version {self.version}; "
+                        f"it needs {m.PACE_VERSION}"
+                    )
+                self._out.pacer.set_rate(rate_bps or None)
             case m.Pong(nonce):
                 events.append(ev.PongReceived(nonce))
             case m.Goodbye(code, text):

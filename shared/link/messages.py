@@ -2,7 +2,8 @@
 
 Three families:
 
-- connection messages (`Hello`, `Ping`, `Pong`, `Goodbye`), either side;
+- connection messages (`Hello`, `Ping`, `Pong`, `Goodbye`), either side, and the asker's
+  `Pace` for the background class;
 - requests, from the side that asks (normally the central), each with a `request_id` that
   the asker chooses, growing by at least one per request; and the asker's stream controls
   `Credit` and `Cancel`;
@@ -20,13 +21,15 @@ from dataclasses import dataclass
 from enum import IntEnum, StrEnum
 from typing import Any
 
-PROTOCOL_VERSION = 2
+PROTOCOL_VERSION = 3
 """The newest version this code speaks; `Hello` carries the range a side accepts."""
 MIN_PROTOCOL_VERSION = 1
 """The oldest version this code still speaks (a peer from before `LiveSealed`)."""
 LIVE_SEALED_VERSION = 2
 """The first version with `LiveSealed`; on a link agreed below it the message is never sent
 (and receiving it is a protocol error)."""
+PACE_VERSION = 3
+"""The first version with `Pace`; below it the asker paces through credit alone."""
 
 
 class Priority(IntEnum):
@@ -88,6 +91,15 @@ class Goodbye:
 
     code: str
     message: str
+
+
+@dataclass(frozen=True, slots=True)
+class Pace:
+    """From the asker: send the background class, all its streams together, at no more
+    than `rate_bps` bits per second of frame bytes (0: as fast as credit allows).
+    Applies from its arrival until the next `Pace`; see shared/link/pacer.py."""
+
+    rate_bps: int
 
 
 # --- requests ----------------------------------------------------------------------------
@@ -194,7 +206,8 @@ class Cancel:
 
 @dataclass(frozen=True, slots=True)
 class Reply:
-    """The answer to a one-shot request; `body` is a map (see shared/link/operations.py)."""
+    """The answer to a one-shot request; `body` is a map (the site builds its bodies with
+    agent/api_bodies.py)."""
 
     request_id: int
     body: dict[str, Any]
@@ -271,7 +284,7 @@ class StreamEnd:
     message: str
 
 
-ConnectionMessage = Hello | Ping | Pong | Goodbye
+ConnectionMessage = Hello | Ping | Pong | Goodbye | Pace
 RequestMessage = (
     SiteInfoRequest
     | DeviceListRequest

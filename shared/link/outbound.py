@@ -6,6 +6,10 @@ background), round-robin between the streams of a class, each only as far as its
 allows. A chunk's payload is cut into `ChunkBody` pieces no larger than the piece size,
 the peer's frame limit and the stream's remaining credit, so a long transfer gives way to
 live video between pieces.
+
+The background class may be paced (`pacer`, see shared/link/pacer.py): then its frames go
+only when the pacer allows, its payload pieces are cut to the pacer's piece size, and
+`paced_until_ns` says when the next one may go. Live and interactive frames are never paced.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from dataclasses import dataclass, field
 from shared.link.flow_control import SendCredit
 from shared.link.framing import LENGTH_PREFIX_BYTES, encode_frame
 from shared.link.messages import ChunkBody, Priority
+from shared.link.pacer import SendPacer
 from shared.link.wire import encode_message
 
 DEFAULT_PIECE_BYTES = 64 * 1024
@@ -62,6 +67,7 @@ class OutboundQueue:
         self._control: deque[bytes] = deque()
         self._streams: dict[int, OutboundStream] = {}
         self._rotation: dict[Priority, deque[int]] = {p: deque() for p in Priority}
+        self.pacer = SendPacer()
 
     # -- queueing -----------------------------------------------------------------------
 
@@ -82,7 +88,7 @@ class OutboundQueue:
 
     def payload(self, request_id: int, data: bytes) -> None:
         stream = self._streams[request_id]
-        pieces = -(-len(data) // self.piece_bytes)
+        pieces = -(-len(data) // self._piece_bytes_of(stream))
         reserved = len(data) + pieces * _PIECE_OVERHEAD_MAX
         stream.items.append(_Payload(memoryview(data), reserved))
         stream.queued_cost += reserved
@@ -114,12 +120,31 @@ class OutboundQueue:
 
     @property
     def has_sendable(self) -> bool:
+        """Whether a frame could go now if the background class were not paced."""
         if self._control:
             return True
         return any(self._next_frame_size(s) is not None for s in self._streams.values())
 
-    def take(self, limit_bytes: int) -> bytes:
-        """Frames up to about `limit_bytes` (at least one if any can go), in order."""
+    def next_send_ns(self, now_ns: int) -> int | None:
+        """When the next frame may go: `now_ns` if one may go now, a later instant if only
+        paced background frames wait, None if nothing can go until more is queued or
+        more credit arrives."""
+        if self._control:
+            return now_ns
+        background_waits = False
+        for stream in self._streams.values():
+            if self._next_frame_size(stream) is None:
+                continue
+            if stream.priority is not Priority.BACKGROUND:
+                return now_ns
+            background_waits = True
+        if not background_waits:
+            return None
+        return self.pacer.ready_at_ns(now_ns)
+
+    def take(self, limit_bytes: int, now_ns: int = 0) -> bytes:
+        """Frames up to about `limit_bytes` (at least one if any can go), in order;
+        `now_ns` (monotonic) matters only while the background class is paced."""
         out: list[bytes] = []
         size = 0
         while self._control and (size < limit_bytes or not out):
@@ -127,14 +152,19 @@ class OutboundQueue:
             out.append(frame)
             size += len(frame)
         for priority in Priority:
+            paced = priority is Priority.BACKGROUND and self.pacer.rate_bps is not None
             rotation = self._rotation[priority]
             while size < limit_bytes and rotation:
                 progressed = False
                 for _ in range(len(rotation)):
+                    if paced and self.pacer.ready_at_ns(now_ns) > now_ns:
+                        break
                     request_id = rotation[0]
                     rotation.rotate(-1)
                     item = self._pop_frame(self._streams[request_id])
                     if item is not None:
+                        if priority is Priority.BACKGROUND:
+                            self.pacer.charge(len(item), now_ns)
                         out.append(item)
                         size += len(item)
                         progressed = True
@@ -182,10 +212,16 @@ class OutboundQueue:
             stream.items.popleft()
         return frame
 
+    def _piece_bytes_of(self, stream: OutboundStream) -> int:
+        paced_piece = self.pacer.piece_bytes
+        if stream.priority is Priority.BACKGROUND and paced_piece is not None:
+            return min(self.piece_bytes, paced_piece)
+        return self.piece_bytes
+
     def _cut_piece(self, stream: OutboundStream, payload: _Payload) -> bytes | None:
         remaining = len(payload.data) - payload.offset
         budget = min(
-            self.piece_bytes,
+            self._piece_bytes_of(stream),
             remaining,
             self.peer_max_frame_bytes - _PIECE_OVERHEAD_MAX,
             stream.credit.available - _PIECE_OVERHEAD_MAX,

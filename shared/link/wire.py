@@ -23,6 +23,7 @@ MAX_CREDIT_BYTES = 1 << 40
 MAX_CHUNK_PAYLOAD_BYTES = 256 * 1024 * 1024
 MAX_LIST_ITEMS = 256
 MAX_LIVE_PACKETS = 4096
+MAX_PACE_BPS = 1 << 48
 _I64_MIN, _I64_MAX = -(1 << 63), (1 << 63) - 1
 
 Check = Callable[[Any, str], Any]
@@ -156,6 +157,7 @@ _SPECS: dict[type[Any], tuple[int, tuple[Check, ...]]] = {
     m.Ping: (2, (_NONCE,)),
     m.Pong: (3, (_NONCE,)),
     m.Goodbye: (4, (_text(64), _TEXT)),
+    m.Pace: (5, (_int_in(0, MAX_PACE_BPS),)),
     m.SiteInfoRequest: (10, (_REQUEST_ID,)),
     m.DeviceListRequest: (11, (_REQUEST_ID,)),
     m.StatusRequest: (12, (_REQUEST_ID,)),
@@ -239,7 +241,10 @@ def decode_message(body: bytes) -> m.Message:
     try:
         items = msgpack.unpackb(body, raw=False, strict_map_key=True, use_list=True)
     except (ValueError, msgpack.UnpackException, TypeError) as exc:
-        raise ProtocolError(ErrorCode.MALFORMED, f"frame is not valid msgpack ({exc})") from None
+        problem = str(exc) or type(exc).__name__
+        raise ProtocolError(
+            ErrorCode.MALFORMED, f"frame is not valid msgpack ({problem})"
+        ) from None
     if not isinstance(items, list) or not items:
         raise ProtocolError(ErrorCode.MALFORMED, "a frame must hold a non-empty msgpack array")
     code = items[0]

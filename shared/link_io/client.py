@@ -30,8 +30,21 @@ from shared.transfer_acceptance import (
 DEFAULT_TRANSFER_WINDOW_BYTES = 4 * 1024 * 1024
 PACED_WINDOW_BYTES = 64 * 1024
 """The opening window of a transfer under a cap (it passes the gate before the request)."""
+MIN_SITE_PACED_WINDOW_BYTES = 256 * 1024
 DEFAULT_LIVE_WINDOW_BYTES = 8 * 1024 * 1024
 DEFAULT_EVENTS_WINDOW_BYTES = 256 * 1024
+
+
+def paced_window_bytes(rate_bps: int | None) -> int:
+    """The credit window of a transfer the site paces at `rate_bps` (None: unpaced).
+
+    The pace sets the rate; the window only has to keep one stream going alone at the full
+    rate over a long round trip (half a second of the rate), and bounds what the site
+    queues for it."""
+    if rate_bps is None:
+        return DEFAULT_TRANSFER_WINDOW_BYTES
+    half_second = rate_bps // 16
+    return max(MIN_SITE_PACED_WINDOW_BYTES, min(DEFAULT_TRANSFER_WINDOW_BYTES, half_second))
 
 
 class RequestFailed(Exception):
@@ -114,6 +127,15 @@ class LinkClient:
     def close(self, message: str = "") -> None:
         """End the link (a Goodbye is sent); `wait_closed` returns soon after."""
         self.session.close(message)
+
+    def pace_background(self, rate_bps: int | None) -> bool:
+        """Ask the site to send background streams (retrievals), all together, at
+        `rate_bps` at most (None: as fast as credit allows). False when the site's protocol
+        has no pace (or the link is closed): pace through a `CreditGate` then."""
+        if self.connection.closed or not self.connection.pace_background(rate_bps):
+            return False
+        self.session.flush()
+        return True
 
     # -- one-shot operations ------------------------------------------------------------
 

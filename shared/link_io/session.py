@@ -197,16 +197,40 @@ class LinkSession:
             self.end = SessionEnd(reason, detail)
 
     async def _write_loop(self) -> None:
+        paced_until_ns: int | None = None
         while True:
-            await self._wake.wait()
+            await self._wait_for_work(paced_until_ns)
             self._wake.clear()
-            while self.connection.wants_to_send:
-                data = self.connection.data_to_send(SEND_BATCH_BYTES)
+            while True:
+                now_ns = self._clock.monotonic_ns()
+                paced_until_ns = self.connection.next_send_ns(now_ns)
+                if paced_until_ns is None or paced_until_ns > now_ns:
+                    break
+                data = self.connection.data_to_send(SEND_BATCH_BYTES, now_ns)
+                if not data:
+                    paced_until_ns = None
+                    break
                 await self._ws.send_bytes(data)
                 self.bytes_sent += len(data)
                 self._last_sent_ns = self._clock.monotonic_ns()
-            if self.connection.closed:
+            if self.connection.closed and not self.connection.wants_to_send:
                 return  # the Goodbye, the last frame, is sent
+
+    async def _wait_for_work(self, paced_until_ns: int | None) -> None:
+        """Until something is queued (`flush`) or the peer's pace lets a frame go."""
+        if paced_until_ns is None:
+            await self._wake.wait()
+            return
+        delay_s = (paced_until_ns - self._clock.monotonic_ns()) / NS_PER_S
+        if delay_s <= 0 or self._wake.is_set():
+            return
+        woken = asyncio.ensure_future(self._wake.wait())
+        paced = asyncio.ensure_future(self._clock.sleep(delay_s))
+        try:
+            await asyncio.wait({woken, paced}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (woken, paced):
+                task.cancel()
 
     async def _stop_writer(self, writer: asyncio.Task[None]) -> None:
         """Give the writer a moment to send the Goodbye, then stop it."""

@@ -56,6 +56,7 @@ STRATEGIES: dict[type[Any], st.SearchStrategy[Any]] = {
     m.Ping: st.builds(m.Ping, st.integers(0, (1 << 64) - 1)),
     m.Pong: st.builds(m.Pong, st.integers(0, (1 << 64) - 1)),
     m.Goodbye: st.builds(m.Goodbye, st.text(max_size=20), texts),
+    m.Pace: st.builds(m.Pace, st.integers(0, 1 << 48)),
     m.SiteInfoRequest: st.builds(m.SiteInfoRequest, request_ids),
     m.DeviceListRequest: st.builds(m.DeviceListRequest, request_ids),
     m.StatusRequest: st.builds(m.StatusRequest, request_ids),
