@@ -220,7 +220,12 @@ class CentralNode:
                 read_timeout_s=config.links.read_timeout_s,
             ),
             timelines=DeviceTimelines(
-                self.catalog, self.store, registry, clock=clock, pending=retrievals.pending_spans
+                self.catalog,
+                self.store,
+                registry,
+                clock=clock,
+                pending=retrievals.pending_spans,
+                running=retrievals.running_spans,
             ),
             live=self.live,
             discovery=SiteDiscovery(self.catalog, clock=clock),

@@ -1,4 +1,5 @@
-"""Gathering one device's merged timeline: the central's store, the site, pending work.
+"""Gathering one device's merged timeline: the central's store, the site, retrievals not
+finished (running and pending).
 
 The central's own holdings come from its chunk store, where a site's chunks are kept under
 the site's and the device's own ids (those the chunks are signed with). What the site holds
@@ -28,9 +29,9 @@ from shared.store.chunk_store import ChunkStore
 
 SITE_TIMEOUT_S = 3.0
 
-PendingRanges = Callable[[str, int, int], Sequence[Interval]]
-"""(device_id, start_ns, end_ns) -> retrievals requested and not finished (blocking: it is
-called in a worker thread)."""
+RetrievalRanges = Callable[[str, int, int], Sequence[Interval]]
+"""(device_id, start_ns, end_ns) -> parts retrievals not finished have yet to bring of the
+device there: those running, or those pending (blocking: it is called in a worker thread)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,7 +72,8 @@ class DeviceTimelines:
         registry: SiteRegistry,
         *,
         clock: Clock,
-        pending: PendingRanges | None = None,
+        pending: RetrievalRanges | None = None,
+        running: RetrievalRanges | None = None,
         site_timeout_s: float = SITE_TIMEOUT_S,
     ) -> None:
         self._catalog = catalog
@@ -79,6 +81,7 @@ class DeviceTimelines:
         self._registry = registry
         self._clock = clock
         self._pending = pending
+        self._running = running
         self._site_timeout_s = site_timeout_s
         self._answers: dict[str, _SiteAnswer] = {}
 
@@ -95,9 +98,11 @@ class DeviceTimelines:
             if hq_name != reference_stream(device):
                 hq = await self._held(site.remote_site_id, device, hq_name, start_ns, end_ns)
         answer, freshness = await self._site_holds(device, start_ns, end_ns)
-        pending: Sequence[Interval] = ()
-        if self._pending is not None:
-            pending = await asyncio.to_thread(self._pending, device_id, start_ns, end_ns)
+        # Pending first: a stream that starts between the two reads shows as running (which
+        # hides pending); one whose job stops running between them (its link lost) is left
+        # out of this one answer.
+        pending = await self._retrievals(self._pending, device_id, start_ns, end_ns)
+        running = await self._retrievals(self._running, device_id, start_ns, end_ns)
         periods = merge_timeline(
             start_ns,
             end_ns,
@@ -105,6 +110,7 @@ class DeviceTimelines:
             retrieved_hq=hq,
             site_holds=None if answer is None else answer.spans,
             pending=pending,
+            running=running,
         )
         return DeviceTimeline(
             device_id,
@@ -114,6 +120,13 @@ class DeviceTimelines:
             freshness,
             None if answer is None else answer.at_ns,
         )
+
+    async def _retrievals(
+        self, ranges: RetrievalRanges | None, device_id: str, start_ns: int, end_ns: int
+    ) -> Sequence[Interval]:
+        if ranges is None:
+            return ()
+        return await asyncio.to_thread(ranges, device_id, start_ns, end_ns)
 
     async def _held(
         self, site_id: str, device: DeviceRecord, stream: str, start_ns: int, end_ns: int

@@ -7,7 +7,10 @@ Pure logic over spans (start and end in UTC ns, end exclusive). The kinds:
 - ``retrieved_hq``: high-quality recordings the central fetched from the site;
 - ``remote_available``: high quality the site still holds and the central has not fetched
   (retrievable, or playable directly from the site while it is online);
-- ``pending``: a retrieval requested and not finished;
+- ``running``: what a retrieval is bringing now and has not brought yet (the job runs and
+  this device's stream of it has started);
+- ``pending``: what a retrieval was asked for and is not bringing now (not started, or
+  waiting for the site's link, the window or disk space), where no retrieval runs;
 - ``none``: neither the central nor the site holds anything.
 
 Kinds overlap (a moment can be in the central's LQ and still available in HQ at the site);
@@ -28,6 +31,7 @@ class PeriodKind(StrEnum):
     CENTRAL_LQ = "central_lq"
     RETRIEVED_HQ = "retrieved_hq"
     REMOTE_AVAILABLE = "remote_available"
+    RUNNING = "running"
     PENDING = "pending"
     NONE = "none"
 
@@ -40,6 +44,15 @@ class Period:
 
 
 Interval = tuple[int, int]
+
+
+@dataclass(frozen=True, slots=True)
+class RetrievalSpans:
+    """What unfinished retrievals have yet to bring of one device: `running`, the parts
+    being brought now; `pending`, the parts asked for and waiting."""
+
+    pending: list[Interval]
+    running: list[Interval]
 
 
 def normalise(intervals: Iterable[Interval], start_ns: int, end_ns: int) -> list[Interval]:
@@ -87,20 +100,26 @@ def merge_timeline(
     retrieved_hq: Iterable[Interval],
     site_holds: Iterable[Interval] | None,
     pending: Iterable[Interval] = (),
+    running: Iterable[Interval] = (),
 ) -> list[Period]:
     """Every kind's periods within [start_ns, end_ns), ordered by start, then kind.
 
     `site_holds` is what the site reports holding in high quality (None: not known now).
+    `running` and `pending` are the spans unfinished retrievals have yet to bring; neither
+    covers what the central already holds in HQ, and a moment that one job brings now and
+    another waits for is `running` only.
     """
     if end_ns <= start_ns:
         raise ValueError("the range must end after it starts")
     lq = normalise(central_lq, start_ns, end_ns)
     hq = normalise(retrieved_hq, start_ns, end_ns)
+    moving = subtract(normalise(running, start_ns, end_ns), hq)
     waiting = normalise(pending, start_ns, end_ns)
     layers: list[tuple[PeriodKind, list[Interval]]] = [
         (PeriodKind.CENTRAL_LQ, lq),
         (PeriodKind.RETRIEVED_HQ, hq),
-        (PeriodKind.PENDING, subtract(waiting, hq)),
+        (PeriodKind.RUNNING, moving),
+        (PeriodKind.PENDING, subtract(subtract(waiting, hq), moving)),
     ]
     if site_holds is not None:
         at_site = normalise(site_holds, start_ns, end_ns)

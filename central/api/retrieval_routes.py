@@ -195,6 +195,7 @@ def _job_json(job: RetrievalJob, pace: dict[str, RateReading]) -> dict[str, obje
         "end": format_instant(job.end_ns),
         "quality": job.quality,
         "origin": job.origin.value,
+        "rule_id": job.rule_id,
         "created_by": job.created_by,
         "state": job.state.value,
         "reason": job.reason,

@@ -293,8 +293,14 @@ class Catalog(Protocol):
         follows `limit`, not the number of jobs."""
         ...
 
-    def unfinished_retrieval_jobs(self) -> list[RetrievalJob]:
-        """Every pending and running job, oldest first: what to resume at start-up."""
+    def unfinished_retrieval_jobs(
+        self, *, site_id: str | None = None, device_id: str | None = None
+    ) -> list[RetrievalJob]:
+        """The pending and running jobs, oldest first: every one (what to resume at
+        start-up); with `site_id`, the site's; with `device_id`, those with a stream of the
+        device (both: the device's if it is of that site, else none). `NotFound` for an
+        unknown site or device. A site's or a device's costs what its site has unfinished,
+        not what every site has."""
         ...
 
     def set_retrieval_job_state(

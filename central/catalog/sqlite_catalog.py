@@ -675,9 +675,11 @@ class SqliteCatalog:
                 max_limit=MAX_RETRIEVAL_JOB_LIMIT,
             )
 
-    def unfinished_retrieval_jobs(self) -> list[RetrievalJob]:
+    def unfinished_retrieval_jobs(
+        self, *, site_id: str | None = None, device_id: str | None = None
+    ) -> list[RetrievalJob]:
         with self._reading() as db:
-            return retrievals.unfinished_jobs(db)
+            return retrievals.unfinished_jobs(db, site_id=site_id, device_id=device_id)
 
     def set_retrieval_job_state(
         self,

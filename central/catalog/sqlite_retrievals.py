@@ -9,7 +9,9 @@ and docs/design/catalog.md.
 Lists read one index range per job state, newest first, and merge them, so a page costs its
 `limit` whatever the number of jobs and whichever states are asked for. A page continues
 after a job id by that job's `ordinal`, so a job that changed state between two pages
-still anchors the next one.
+still anchors the next one. The unfinished jobs of one site (or of one device, found among
+its site's) are read the same way from the site's ranges, so a site's run or a device's
+timeline costs what that site has unfinished, not what every site has.
 
 Rules kept here: a job's devices are devices of its site with a stream of its quality; the
 state changes follow `central/retrieval/job_state.py`; a cursor never moves backwards, and
@@ -90,6 +92,18 @@ LIST_OF_SITE_IN_STATE_SQL = (
     "ORDER BY ordinal DESC LIMIT ?"
 )
 ALL_IN_STATE_SQL = f"SELECT {_JOBS} FROM retrieval_jobs WHERE state = ? ORDER BY ordinal"
+ALL_OF_SITE_IN_STATE_SQL = (
+    f"SELECT {_JOBS} FROM retrieval_jobs WHERE site_id = ? AND state = ? ORDER BY ordinal"
+)
+# A device's jobs are found among its site's (every device of a job is of the job's site):
+# the site's range in one state, each job probed for a stream of the device in
+# `retrieval_streams_by_device` (device_id, then the key's job_id). Walking the device's
+# streams instead would read its whole history of jobs.
+ALL_OF_DEVICE_IN_STATE_SQL = (
+    f"SELECT {_JOBS} FROM retrieval_jobs WHERE site_id = ? AND state = ? AND EXISTS "
+    "(SELECT 1 FROM retrieval_streams AS s "
+    "WHERE s.job_id = retrieval_jobs.job_id AND s.device_id = ?) ORDER BY ordinal"
+)
 STREAMS_OF_JOBS_SQL = (
     f"SELECT {_STREAMS} FROM retrieval_streams WHERE job_id IN ({{marks}}) "
     "ORDER BY job_id, position"
@@ -349,12 +363,31 @@ def jobs_page(
     return _with_streams(db, [row for _, row in zip(range(limit), merged, strict=False)])
 
 
-def unfinished_jobs(db: sqlite3.Connection) -> list[RetrievalJob]:
-    """Every pending and running job, oldest first: what an engine resumes at start-up."""
-    ranges = [
-        db.execute(ALL_IN_STATE_SQL, (state.value,)).fetchall()
-        for state in (JobState.PENDING, JobState.RUNNING)
-    ]
+def unfinished_jobs(
+    db: sqlite3.Connection, *, site_id: str | None = None, device_id: str | None = None
+) -> list[RetrievalJob]:
+    """The pending and running jobs, oldest first: every one (what an engine resumes at
+    start-up), or those of `site_id`, or those with a stream of `device_id` (both given:
+    the device's, when it is of that site). `NotFound` for an unknown site or device."""
+    if site_id is not None and (
+        db.execute("SELECT 1 FROM sites WHERE site_id = ?", (site_id,)).fetchone() is None
+    ):
+        raise NotFound("site", site_id)
+    unfinished = (JobState.PENDING.value, JobState.RUNNING.value)
+    reads: list[tuple[str, tuple[str, ...]]]
+    if device_id is not None:
+        row = db.execute("SELECT site_id FROM devices WHERE device_id = ?", (device_id,))
+        found = row.fetchone()
+        if found is None:
+            raise NotFound("device", device_id)
+        if site_id is not None and found["site_id"] != site_id:
+            return []
+        reads = [(ALL_OF_DEVICE_IN_STATE_SQL, (found["site_id"], s, device_id)) for s in unfinished]
+    elif site_id is not None:
+        reads = [(ALL_OF_SITE_IN_STATE_SQL, (site_id, s)) for s in unfinished]
+    else:
+        reads = [(ALL_IN_STATE_SQL, (s,)) for s in unfinished]
+    ranges = [db.execute(query, params).fetchall() for query, params in reads]
     return _with_streams(db, list(heapq.merge(*ranges, key=lambda row: int(row["ordinal"]))))
 
 

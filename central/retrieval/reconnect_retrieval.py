@@ -23,7 +23,7 @@ import logging
 
 from central.catalog.catalog import Catalog
 from central.catalog.records import DeviceRecord, SiteRecord
-from central.retrieval.job_records import JobOrigin, RetrievalJob
+from central.retrieval.job_records import JobOrigin
 from central.retrieval.retrieval_service import RetrievalService
 from shared.clock import NS_PER_S, Clock
 from shared.link_io.client import LinkClient
@@ -83,8 +83,8 @@ class ReconnectRetrieval:
         assert remote_site_id is not None
         waiting = {
             job.device_ids[0]
-            for job in self._catalog.unfinished_retrieval_jobs()
-            if _is_reconnect_of(job, site.site_id)
+            for job in self._catalog.unfinished_retrieval_jobs(site_id=site.site_id)
+            if job.origin is JobOrigin.RECONNECT
         }
         gaps = []
         for device in self._catalog.devices(site.site_id, present_only=True):
@@ -100,7 +100,3 @@ class ReconnectRetrieval:
             start_ns = max(head.end_ns, now_ns - int(MAX_GAP_S * NS_PER_S))
             gaps.append((device, start_ns))
         return gaps
-
-
-def _is_reconnect_of(job: RetrievalJob, site_id: str) -> bool:
-    return job.origin is JobOrigin.RECONNECT and job.site_id == site_id

@@ -12,9 +12,10 @@ holds are its site's); the caller makes one job per site.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Iterable, Sequence
 
 from central.catalog.catalog import Catalog
+from central.merged_timeline import Interval, RetrievalSpans
 from central.retrieval.job_records import JobOrigin, JobState, NewRetrievalJob, RetrievalJob
 from central.retrieval.job_state import is_final
 from central.retrieval.retrieval_work import RetrievalWork
@@ -109,20 +110,19 @@ class RetrievalService:
         await self._work.stop_streams_of(job_id, job.site_id)
         return await self.job(job_id)
 
-    def pending_spans(self, device_id: str, start_ns: int, end_ns: int) -> list[tuple[int, int]]:
-        """What unfinished jobs have yet to bring of the device within [start_ns, end_ns):
-        from each job's covered instant (its start before any chunk) to its end (blocking;
-        for the timeline's `pending` periods)."""
-        spans = []
-        for job in self._catalog.unfinished_retrieval_jobs():
-            stream = job.stream_by_device.get(device_id)
-            if stream is None or is_final(stream.state):
-                continue
-            covered = job.start_ns if stream.covered_until_ns is None else stream.covered_until_ns
-            low, high = max(covered, job.start_ns, start_ns), min(job.end_ns, end_ns)
-            if low < high:
-                spans.append((low, high))
-        return spans
+    def pending_spans(self, device_id: str, start_ns: int, end_ns: int) -> list[Interval]:
+        """What the device's unfinished jobs wait to bring within [start_ns, end_ns)
+        (blocking; the timeline's `pending` periods). See `spans_to_bring`."""
+        return self._spans_to_bring(device_id, start_ns, end_ns).pending
+
+    def running_spans(self, device_id: str, start_ns: int, end_ns: int) -> list[Interval]:
+        """What the device's unfinished jobs are bringing now, and have not brought yet,
+        within [start_ns, end_ns) (blocking; the timeline's `running` periods)."""
+        return self._spans_to_bring(device_id, start_ns, end_ns).running
+
+    def _spans_to_bring(self, device_id: str, start_ns: int, end_ns: int) -> RetrievalSpans:
+        jobs = self._catalog.unfinished_retrieval_jobs(device_id=device_id)
+        return spans_to_bring(jobs, device_id, start_ns, end_ns)
 
     def settings_changed(self, site_id: str) -> None:
         """The site's retrieval settings changed: its run applies them now."""
@@ -131,3 +131,30 @@ class RetrievalService:
     def pace(self, job: RetrievalJob) -> dict[str, RateReading]:
         """The measured pace of the job's running streams, by device."""
         return self._work.pace(job)
+
+
+def spans_to_bring(
+    jobs: Iterable[RetrievalJob], device_id: str, start_ns: int, end_ns: int
+) -> RetrievalSpans:
+    """What `jobs` have yet to bring of the device within [start_ns, end_ns): for each job
+    whose stream of the device is not final, from the stream's covered instant (the job's
+    start before any chunk) to the job's end.
+
+    That part is running when the job runs and the device's stream has started: it runs
+    now, or it brought chunks and waits between two requests (for the site to record more,
+    or to ask again after a rejected chunk). Otherwise it is pending: the stream has not
+    started (it waits for a slot), or the whole job waits (for the link, the window, disk
+    space). Spans are as the jobs give them: overlapping, in no order."""
+    spans = RetrievalSpans(pending=[], running=[])
+    for job in jobs:
+        stream = job.stream_by_device.get(device_id)
+        if stream is None or is_final(job.state) or is_final(stream.state):
+            continue
+        covered = job.start_ns if stream.covered_until_ns is None else stream.covered_until_ns
+        low, high = max(covered, job.start_ns, start_ns), min(job.end_ns, end_ns)
+        if low >= high:
+            continue
+        started = stream.state is JobState.RUNNING or stream.covered_until_ns is not None
+        running = job.state is JobState.RUNNING and started
+        (spans.running if running else spans.pending).append((low, high))
+    return spans

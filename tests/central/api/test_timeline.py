@@ -1,7 +1,8 @@
 """A device's merged timeline: through the API for a camera of a real recording site (what
 the site holds, nothing before it recorded; the last answer reused while the site is away,
 and only where it covers the range), and `central/merged_timeline.py` on its own, with
-hand-made intervals and with random ones checked against a point-by-point model."""
+hand-made intervals (retrievals running and pending among them) and with random ones
+checked against a point-by-point model."""
 
 from __future__ import annotations
 
@@ -158,6 +159,37 @@ def test_a_hand_made_day_merges_into_every_kind() -> None:
     ]
 
 
+def test_what_a_retrieval_brings_now_is_running_and_only_the_rest_pending() -> None:
+    periods = merge_timeline(
+        0,
+        100,
+        central_lq=[],
+        retrieved_hq=[(10, 30)],
+        site_holds=[(0, 100)],
+        running=[(30, 60)],  # a job brought 10-30 and brings the rest of its 10-60 now
+        pending=[(40, 80), (90, 120)],  # another job, waiting, overlaps the running one
+    )
+    assert _period_tuples(periods) == [
+        ("remote_available", 0, 10),
+        ("retrieved_hq", 10, 30),
+        ("remote_available", 30, 100),  # at the same start, kinds in PeriodKind's order
+        ("running", 30, 60),
+        ("pending", 60, 80),
+        ("pending", 90, 100),
+    ]
+    # What the central already holds in HQ is neither running nor pending.
+    held = merge_timeline(
+        0,
+        100,
+        central_lq=[],
+        retrieved_hq=[(0, 100)],
+        site_holds=None,
+        running=[(0, 50)],
+        pending=[(50, 100)],
+    )
+    assert _period_tuples(held) == [("retrieved_hq", 0, 100)]
+
+
 def test_without_the_site_answer_nothing_is_claimed_about_the_site() -> None:
     periods = merge_timeline(
         0, 100, central_lq=[(10, 20)], retrieved_hq=[(30, 40)], site_holds=None
@@ -227,10 +259,16 @@ def test_random_merges_keep_every_rule() -> None:
     for _ in range(_ROUNDS):
         start = rng.randrange(0, 20)
         end = start + rng.randrange(1, _LINE)
-        lq, hq, pending = (_random_intervals(rng) for _ in range(3))
+        lq, hq, pending, running = (_random_intervals(rng) for _ in range(4))
         site = None if rng.random() < 0.2 else _random_intervals(rng)
         periods = merge_timeline(
-            start, end, central_lq=lq, retrieved_hq=hq, site_holds=site, pending=pending
+            start,
+            end,
+            central_lq=lq,
+            retrieved_hq=hq,
+            site_holds=site,
+            pending=pending,
+            running=running,
         )
         order = list(PeriodKind)
         assert periods == sorted(periods, key=lambda p: (p.start_ns, order.index(p.kind)))
@@ -244,7 +282,11 @@ def test_random_merges_keep_every_rule() -> None:
         fetched = _points_within(hq, span)
         assert _points(by_kind[PeriodKind.CENTRAL_LQ]) == at_central
         assert _points(by_kind[PeriodKind.RETRIEVED_HQ]) == fetched
-        assert _points(by_kind[PeriodKind.PENDING]) == _points_within(pending, span) - fetched
+        moving = _points_within(running, span) - fetched
+        assert _points(by_kind[PeriodKind.RUNNING]) == moving
+        assert _points(by_kind[PeriodKind.PENDING]) == (
+            _points_within(pending, span) - fetched - moving
+        )
         available = _points(by_kind[PeriodKind.REMOTE_AVAILABLE])
         nothing = _points(by_kind[PeriodKind.NONE])
         assert not available & fetched  # never offered again once fetched
