@@ -62,11 +62,15 @@ class ShapedLink:
         )  # fmt: skip
 
     def cut(self) -> None:
-        """Pull the cable: packets in both directions vanish, nothing is reset."""
-        _run("ip", "link", "set", self.host_device, "down")
+        """Pull the cable at the site: packets in both directions vanish, nothing is reset.
+
+        The site's end goes down, so this end keeps its route (taking this end down would
+        withdraw it, and the central's packets for the site would leave by the default
+        route, where a host may answer for the site's address)."""
+        _run(*self.run_inside(["ip", "link", "set", self.site_device, "down"]))
 
     def heal(self) -> None:
-        _run("ip", "link", "set", self.host_device, "up")
+        _run(*self.run_inside(["ip", "link", "set", self.site_device, "up"]))
 
     def received_bytes(self) -> int:
         """Bytes that came from the site so far (this end's counter; see the module

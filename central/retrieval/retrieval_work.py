@@ -10,9 +10,13 @@ Nothing is kept in memory that the catalog does not also hold, so a central rest
 (even by kill -9) resumes every unfinished job from its cursors.
 
 A stream is one `LinkClient.transfer` of the job's span of one device's stream (HQ by
-default) from the stream's cursor, paced by the site's `BandwidthCap` (shared by all its
-streams; the link's credit flow control makes the site send no faster than the cap admits,
-so live and interactive traffic keep their priority). Each chunk is verified by the
+default) from the stream's cursor, in the link's background class, so live and interactive
+traffic keep their priority. The site's cap (`max_bandwidth_bps`, shared by all its
+streams) is kept by the site itself: the run tells the link its pace
+(`LinkClient.pace_background`) and the site spaces its background frames to it. A site
+whose protocol has no pace (version 2) is paced through credit instead: every grant passes
+the site's `BandwidthCap` first, which holds the long-run rate but lets the opening window
+of each stream through early. Each chunk is verified by the
 transfer (signature, chain) before `commit` sees it; `commit` stores it through the
 central's `IngestWriter` (idempotent: a chunk already held is not stored twice, and gets
 its receipt) and only then advances the stream's cursor in the catalog. A cut between the
@@ -34,7 +38,10 @@ A job is running while any of its streams runs, and becomes completed (or failed
 stream failed) when all of its streams are. Holds: before a job's first stream starts, the
 run places a hold at the site on each device's span, so the site's retention does not
 delete what the job has yet to fetch; a refused hold marks the job at risk and raises a
-notification. The holds are released when the job ends (completed, failed or stopped).
+notification. The holds are released when the job ends (completed, failed or stopped); a
+hold the link ended before reaching stays recorded until the next link releases it. A hold
+placed but never recorded (the link cut, or the central killed, before its answer was
+stored) is found at the start of the next link by its device, stream and span, and released.
 """
 
 from __future__ import annotations
@@ -58,7 +65,13 @@ from central.retrieval.site_schedule import StreamKey, has_started, streams_to_s
 from central.retrieval.stream_rate import RateReading, StreamRate
 from shared.clock import NS_PER_S, Clock
 from shared.link import messages as m
-from shared.link_io.client import LinkClient, LinkLost, RequestFailed
+from shared.link_io.client import (
+    DEFAULT_TRANSFER_WINDOW_BYTES,
+    LinkClient,
+    LinkLost,
+    RequestFailed,
+    paced_window_bytes,
+)
 from shared.store.errors import StoreError, StoreFull
 from shared.transfer_acceptance import (
     AcceptedChunk,
@@ -197,10 +210,12 @@ class _SiteRun:
         # final state is computed from what the others wrote.
         self._state_lock = asyncio.Lock()
         self._store_full_raised = False
+        self._site_paces: bool | None = None  # None: not asked yet on this link
+        self._paced_bps: int | None = None
 
     async def run(self) -> None:
         try:
-            await self._release_ended_holds()
+            await self._tidy_holds()
             while True:
                 self._state.changed.clear()
                 wake_in_s = await self._schedule()
@@ -225,12 +240,10 @@ class _SiteRun:
         such time)."""
         site = await asyncio.to_thread(self._catalog.site, self._site.site_id)
         self._site = site
-        self._state.cap.set_rate(site.retrieval.max_bandwidth_bps)
-        jobs = [
-            job
-            for job in await asyncio.to_thread(self._catalog.unfinished_retrieval_jobs)
-            if job.site_id == site.site_id
-        ]
+        self._apply_cap(site.retrieval.max_bandwidth_bps)
+        jobs = await asyncio.to_thread(
+            self._catalog.unfinished_retrieval_jobs, site_id=site.site_id
+        )
         now_ns = self._clock.now_ns()
         if self._paused_until_ns is not None and now_ns < self._paused_until_ns:
             return (self._paused_until_ns - now_ns) / NS_PER_S
@@ -270,6 +283,26 @@ class _SiteRun:
             if waiting:
                 return self._soonest(now_ns, opens_ns)
         return self._soonest(now_ns, None)
+
+    def _apply_cap(self, rate_bps: int | None) -> None:
+        """The cap as set now: the site paces to it, or, if its protocol cannot, the credit
+        gate does."""
+        self._state.cap.set_rate(rate_bps)
+        if self._site_paces is False:
+            return
+        if self._site_paces is None or rate_bps != self._paced_bps:
+            self._site_paces = self._link.pace_background(rate_bps)
+            self._paced_bps = rate_bps
+
+    def _credit_gate(self) -> BandwidthCap | None:
+        """What the next transfer's credit passes: the cap, unless the site paces."""
+        return None if self._site_paces else self._state.cap
+
+    def _window_bytes(self) -> int:
+        """The next transfer's credit window."""
+        if not self._site_paces:
+            return DEFAULT_TRANSFER_WINDOW_BYTES
+        return paced_window_bytes(self._paced_bps)
 
     def _soonest(self, now_ns: int, other_ns: int | None) -> float | None:
         """Seconds until the window opens (`other_ns`) or a resting stream may go on."""
@@ -316,10 +349,12 @@ class _SiteRun:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         with contextlib.suppress(CatalogError):
-            for job in await asyncio.to_thread(self._catalog.unfinished_retrieval_jobs):
-                if job.site_id == self._site.site_id:
-                    async with self._state_lock:
-                        await self._wait_for_link(job)
+            jobs = await asyncio.to_thread(
+                self._catalog.unfinished_retrieval_jobs, site_id=self._site.site_id
+            )
+            for job in jobs:
+                async with self._state_lock:
+                    await self._wait_for_link(job)
 
     async def _wait_for_link(self, job: RetrievalJob) -> None:
         """Running job and streams back to pending."""
@@ -405,7 +440,8 @@ class _SiteRun:
                 job.end_ns,
                 commit=commit,
                 priority=m.Priority.BACKGROUND,
-                gate=self._state.cap,
+                window_bytes=self._window_bytes(),
+                gate=self._credit_gate(),
             )
         except ChunkRejected as exc:
             fresh = (await asyncio.to_thread(catalog.retrieval_job, key.job_id)).stream_by_device
@@ -563,12 +599,16 @@ class _SiteRun:
         refused = [problem for _, problem in answers if problem is not None]
         async with self._state_lock:
             now = await asyncio.to_thread(self._catalog.retrieval_job, job.job_id)
+            held = [*placed, *now.holds]
+            await asyncio.to_thread(self._catalog.set_retrieval_job_holds, job.job_id, held)
             if is_final(now.state):
-                await self._release_hold_ids((*placed, *now.holds))
-                await asyncio.to_thread(self._catalog.set_retrieval_job_holds, job.job_id, [])
+                kept = await self._release_hold_ids(tuple(held))
+                await asyncio.to_thread(self._catalog.set_retrieval_job_holds, job.job_id, kept)
                 return
-            await asyncio.to_thread(self._catalog.set_retrieval_job_holds, job.job_id, placed)
-            await self._release_hold_ids(now.holds)
+            kept = await self._release_hold_ids(now.holds)
+            await asyncio.to_thread(
+                self._catalog.set_retrieval_job_holds, job.job_id, [*placed, *kept]
+            )
         if refused:
             message = (
                 f"retrieval {job.job_id}: the site refused to hold the recordings "
@@ -612,25 +652,70 @@ class _SiteRun:
         return [int(hold["id"]) for hold in answer["holds"]], None
 
     async def _release_holds(self, job: RetrievalJob) -> None:
+        """Release the job's holds; those the link ended before reaching stay recorded, for
+        the next link to release."""
         if job.holds:
-            await self._release_hold_ids(job.holds)
-            await asyncio.to_thread(self._catalog.set_retrieval_job_holds, job.job_id, [])
+            kept = await self._release_hold_ids(job.holds)
+            await asyncio.to_thread(self._catalog.set_retrieval_job_holds, job.job_id, kept)
 
-    async def _release_hold_ids(self, hold_ids: tuple[int, ...]) -> None:
+    async def _release_hold_ids(self, hold_ids: tuple[int, ...]) -> list[int]:
+        """Release these holds at the site; the ones not released because the link ended."""
+        kept: list[int] = []
         for hold_id in hold_ids:
-            with contextlib.suppress(RequestFailed):  # already expired or released
+            try:
                 await self._link.release_hold(hold_id)
+            except RequestFailed:
+                pass  # already expired or released
+            except LinkLost:
+                kept.append(hold_id)
+        return kept
 
-    async def _release_ended_holds(self) -> None:
-        """Release the holds of the site's jobs that ended while the link was down."""
+    async def _tidy_holds(self) -> None:
+        """At the start of a link: release the holds of the site's jobs that ended while
+        the link was down, and the holds at the site that no job records.
+
+        A hold goes unrecorded when the link is cut (or the central killed) after the site
+        placed it and before its answer was recorded. Such a hold is recognised by its
+        device, stream and span, which are exactly one of the site's jobs' (the last ended
+        ones or the unfinished ones), and by its id, which no unfinished job holds."""
+        site_id = self._site.site_id
         ended = await asyncio.to_thread(
             self._catalog.retrieval_jobs,
             states=(JobState.COMPLETED, JobState.FAILED, JobState.STOPPED),
-            site_id=self._site.site_id,
+            site_id=site_id,
             limit=100,
         )
         for job in ended:
             await self._release_holds(job)
+        unfinished = await asyncio.to_thread(
+            self._catalog.unfinished_retrieval_jobs, site_id=site_id
+        )
+        recorded = {hold_id for job in unfinished for hold_id in job.holds}
+        ours = await asyncio.to_thread(self._held_spans, [*ended, *unfinished])
+        orphans = [
+            int(hold["id"])
+            for hold in await self._link.list_holds()
+            if int(hold["id"]) not in recorded
+            and (hold["device_id"], hold["stream"], hold["start_ns"], hold["end_ns"]) in ours
+        ]
+        if orphans:
+            _log.info("%s: releasing %d holds no job records", self._site.name, len(orphans))
+            await self._release_hold_ids(tuple(orphans))
+
+    def _held_spans(self, jobs: list[RetrievalJob]) -> set[tuple[str, str, int, int]]:
+        """(remote device, stream, start, end) of every hold these jobs place."""
+        remote: dict[str, str] = {}
+        spans = set()
+        for job in jobs:
+            for stream in job.streams:
+                if stream.device_id not in remote:
+                    try:
+                        device = self._catalog.device(stream.device_id)
+                    except NotFound:
+                        continue
+                    remote[stream.device_id] = device.remote_device_id
+                spans.add((remote[stream.device_id], stream.stream, job.start_ns, job.end_ns))
+        return spans
 
 
 def _window_of(site: SiteRecord) -> DailyWindow | None:

@@ -108,11 +108,6 @@ async def test_after_its_first_second_every_second_is_within_5_percent_and_10_s_
     assert abs(overall - 1.0) <= 0.02, summary
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="engine: a capped job's first second carries about twice the cap (the opening "
-    "credit of each stream reaches the site at once); see the module docstring",
-)
 async def test_the_first_second_of_a_capped_job_is_within_5_percent(tmp_path: Path) -> None:
     samples = await _capped_run(tmp_path, 4)
     first = _windows(samples)[0]
