@@ -65,14 +65,19 @@ async def record_site(
     return site
 
 
-def read_stream(config: AgentConfig, device_id: str, stream: str) -> list[SignedChunk]:
-    """Every stored chunk of one stream, oldest first."""
-    with ChunkStore.open(
+def open_read_only(config: AgentConfig) -> ChunkStore:
+    """The agent's store, opened read-only (the agent may be writing it meanwhile)."""
+    return ChunkStore.open(
         config.storage.path,
         quota_bytes=config.storage.quota_bytes,
         hold_budget_bytes=0,
         clock=SystemClock(),
         readonly=True,
         home_site_id=config.site.id,
-    ) as store:
+    )
+
+
+def read_stream(config: AgentConfig, device_id: str, stream: str) -> list[SignedChunk]:
+    """Every stored chunk of one stream, oldest first."""
+    with open_read_only(config) as store:
         return store.read_chunks(device_id, stream, 0, 2**63 - 1)

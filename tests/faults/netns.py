@@ -19,6 +19,7 @@ import shutil
 import subprocess
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
@@ -38,11 +39,21 @@ class NamespacePair:
         return ["ip", "netns", "exec", self.name, *argv]
 
     def link_down(self) -> None:
-        """Pull the cable: packets in both directions vanish, nothing is reset."""
-        _ip("link", "set", self.host_device, "down")
+        """Pull the cable at the site: packets in both directions vanish, nothing is reset.
+
+        The site's end goes down, so ours loses its carrier but keeps its route: what is
+        sent to the site is dropped here. (Taking our end down instead would withdraw the
+        route, and this namespace's traffic to the site would leave by the default route,
+        where a host on the way may answer for the site's address.)"""
+        _ip("netns", "exec", self.name, "ip", "link", "set", self.site_device, "down")
 
     def link_up(self) -> None:
-        _ip("link", "set", self.host_device, "up")
+        _ip("netns", "exec", self.name, "ip", "link", "set", self.site_device, "up")
+
+    def received_bytes(self) -> int:
+        """Bytes that came from the namespace over the pair so far: this end's receive
+        counter (frames with their headers, one set of headers per GSO packet)."""
+        return int(Path(f"/sys/class/net/{self.host_device}/statistics/rx_bytes").read_text())
 
     def shape_site_uplink(self, rate: str) -> None:
         """Cap what the site sends (its recordings travel this way) with a token bucket."""

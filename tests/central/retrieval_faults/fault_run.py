@@ -213,6 +213,15 @@ class DeliveryRecorder:
 
         ingest.put_verified = put_verified  # type: ignore[method-assign]
 
+    async def more(self, count: int) -> None:
+        """Until `count` more chunks reached the central's store (bounded by WAIT_S)."""
+        target = self.deliveries + count
+        async with asyncio.timeout(WAIT_S):
+            while True:
+                if self.deliveries >= target:
+                    return
+                await asyncio.sleep(0.02)
+
 
 @dataclass(frozen=True)
 class CentralSide:

@@ -66,16 +66,6 @@ async def _stall(run: ProxiedRun, label: str) -> float:
     return found_s
 
 
-async def _more_deliveries(run: ProxiedRun, count: int) -> None:
-    """Until `count` more chunks reached the central's store (bounded)."""
-    target = run.recorder.deliveries + count
-    async with asyncio.timeout(WAIT_S):
-        while True:
-            if run.recorder.deliveries >= target:
-                return
-            await asyncio.sleep(0.02)
-
-
 async def _cut_repeatedly(tmp_path: Path, *, cuts: int, chunks: int, seed: int) -> None:
     rng = random.Random(seed)
     async with proxied_run(tmp_path) as run:
@@ -86,7 +76,7 @@ async def _cut_repeatedly(tmp_path: Path, *, cuts: int, chunks: int, seed: int) 
         stalls: list[float] = []
         for number in range(cuts):
             await site_until(run.central, run.added.site_id, online=True)
-            await _more_deliveries(run, rng.randrange(1, 3))
+            await run.recorder.more(rng.randrange(1, 3))
             _, job = await run.central.call("GET", f"/retrievals/{job_id}")
             if ended(job):
                 break
@@ -127,7 +117,7 @@ async def test_a_stalled_link_is_found_within_the_read_timeout_and_the_job_resum
         span = await recorded_span(run.site.store, DEVICES, 8)
         await set_cap(run.central, run.added.site_id, CAP_BPS)
         job_id = await create_job(run.central, [run.added.devices[d] for d in DEVICES], span)
-        await _more_deliveries(run, 2)
+        await run.recorder.more(2)
         before = run.recorder.deliveries
         found_s = await _stall(run, "the link stalled (half-open)")
         assert found_s <= STALL_FOUND_WITHIN_S, f"the stall was found after {found_s:.2f} s"
