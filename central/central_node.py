@@ -41,6 +41,7 @@ from central.ingest_writer import IngestWriter
 from central.live_feeds import LiveFeeds
 from central.receipt_book import ReceiptBook
 from central.retrieval.event_rules import EventRetrieval
+from central.retrieval.missed_chunks import MissedChunkRetrieval
 from central.retrieval.reconnect_retrieval import ReconnectRetrieval
 from central.retrieval.retrieval_service import RetrievalService
 from central.retrieval.retrieval_work import RetrievalWork
@@ -99,6 +100,7 @@ class CentralNode:
         self._retention: asyncio.Task[None] | None = None
         self.registry: SiteRegistry | None = None
         self.live: LiveFeeds | None = None
+        self.missed_chunks: MissedChunkRetrieval | None = None
         self.ingest: IngestWriter | None = None
         self.schedule_retrieval: ScheduleRetrieval | None = None
         self.services: CentralServices | None = None
@@ -169,9 +171,16 @@ class CentralNode:
             timeout=aiohttp.ClientTimeout(sock_connect=10),
         )
         self.ingest = IngestWriter(self.store, self.receipts)
-        self.live = LiveFeeds(self.catalog, self.store, self.ingest, clock=clock)
         retrieval_work = RetrievalWork(self.catalog, self.ingest, clock=clock)
         retrievals = RetrievalService(self.catalog, retrieval_work)
+        self.missed_chunks = MissedChunkRetrieval(self.catalog, retrievals, clock=clock)
+        self.live = LiveFeeds(
+            self.catalog,
+            self.store,
+            self.ingest,
+            clock=clock,
+            missed_chunk=self.missed_chunks.chunk_missed,
+        )
         reconnect = ReconnectRetrieval(self.catalog, self.store, retrievals, clock=clock)
         event_retrieval = EventRetrieval(self.catalog, retrievals)
         self.schedule_retrieval = ScheduleRetrieval(self.catalog, retrievals, clock=clock)
@@ -291,6 +300,9 @@ class CentralNode:
             await self.registry.stop()
         if self.live is not None:
             await self.live.stop()
+        if self.missed_chunks is not None:
+            await self.missed_chunks.close()
+            self.missed_chunks = None
         if self.ingest is not None:
             await self.ingest.close()
         if self.services is not None:

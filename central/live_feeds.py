@@ -11,7 +11,9 @@ A feed pulls a device's ``lq`` stream over the site's link while it is wanted:
   pull then runs through a `RelayRecording`, which stores the site-signed chunks its rule
   wants and hands every packet on to the viewers; the link carries the stream once.
 
-``never`` refuses viewers; recording at the central still pulls the stream. Viewers get the
+``never`` refuses viewers; recording at the central still pulls the stream. A chunk the
+recording missed while the link stayed up goes, with the central's device id, to
+`missed_chunk` (`central/retrieval/missed_chunks.py` queues it for retrieval). Viewers get the
 packets from a `LiveRelay` (its last GOP cached, each viewer's backlog bounded). A feed
 whose site goes offline reports itself interrupted, with the reason, and resumes by itself
 when the site's link is back; viewers stay attached across the interruption.
@@ -26,7 +28,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,6 +39,7 @@ from central.catalog.errors import NotFound
 from central.catalog.records import DeviceRecord, SiteRecord
 from central.central_rule import CentralRule
 from central.ingest_writer import ChunkSink
+from central.relay_recorder import ChunkMissed
 from central.relay_recording import RelayRecording, RelayRecordingStatus, rule_gate
 from shared.clock import Clock
 from shared.link import events as ev
@@ -109,6 +112,7 @@ class LiveFeeds:
         clock: Clock,
         relay: LiveRelay | None = None,
         linger_s: float = DEFAULT_LINGER_S,
+        missed_chunk: Callable[[str, int, int], None] | None = None,
     ) -> None:
         self._catalog = catalog
         self._store = store
@@ -116,6 +120,7 @@ class LiveFeeds:
         self.relay = relay or LiveRelay()
         self._linger_s = linger_s
         self._ingest = ingest
+        self._missed_chunk = missed_chunk  # (device_id, start_ns, end_ns)
         self._feeds: dict[str, _Feed] = {}
         self._links: dict[str, LinkClient] = {}
         self._link_changed: dict[str, asyncio.Event] = {}
@@ -302,12 +307,19 @@ class LiveFeeds:
                     gate=rule_gate(rule, time_zone=site.time_zone),
                     clock=self._clock,
                     on_live=publish,
+                    on_missed=self._on_missed(device.device_id),
                 )
             await feed.recording.run(link)
             return
         async with link.live(device.remote_device_id, LIVE_STREAM) as batches:
             async for batch in batches:
                 publish(batch)
+
+    def _on_missed(self, device_id: str) -> Callable[[ChunkMissed], None] | None:
+        missed_chunk = self._missed_chunk
+        if missed_chunk is None:
+            return None
+        return lambda missed: missed_chunk(device_id, missed.start_ns, missed.end_ns)
 
     async def _forward(self, site_id: str, event: Any) -> None:
         for feed in list(self._feeds.values()):

@@ -74,10 +74,13 @@ class ChunkRebuilt:
 
 @dataclass(frozen=True, slots=True)
 class ChunkMissed:
-    """A sealed chunk whose packets did not all arrive intact: nothing to store."""
+    """A sealed chunk whose packets did not all arrive intact: nothing to store. Its header
+    decoded, so its span [start_ns, end_ns) is known (the site still holds it)."""
 
     seq: int
     reason: str
+    start_ns: int
+    end_ns: int
 
     def __str__(self) -> str:
         return f"missed chunk seq {self.seq}: {self.reason}"
@@ -243,14 +246,17 @@ class RelayRecorder:
         missing = self._packets_missing(header)
         if missing is not None:
             self._discard_chunk_packets(header)
-            return ChunkMissed(header.seq, missing)
+            return ChunkMissed(header.seq, missing, header.start_ns, header.end_ns)
         count = len(header.packets)
         packets = [self._kept[index] for index in range(count)]
         payload = b"".join(p.data for p in packets)
         if hashlib.sha256(payload).digest() != header.payload_sha256:
             self._discard_chunk_packets(header)
             return ChunkMissed(
-                header.seq, "its packets do not have the payload hash it names (altered on the way)"
+                header.seq,
+                "its packets do not have the payload hash it names (altered on the way)",
+                header.start_ns,
+                header.end_ns,
             )
         behind = self.cursor.seq is not None and header.seq <= self.cursor.seq
         try:

@@ -26,6 +26,13 @@ stored. The store is idempotent, so a chunk the central already holds (fetched b
 transfer, or recorded before a reconnection) is not stored twice. `status` reports chunks
 stored, missed (with reasons), refused, left out by the rule, and the packets the site
 never sealed.
+
+A missed chunk is still at the site. When it is a hole in the central's recording, it goes
+to `on_missed` (`central/retrieval/missed_chunks.py` queues its span for retrieval): the
+recording had begun (the store held a chunk of the stream, so the chunk is not merely one
+the stream was joined in the middle of before the central ever recorded it) and the rule
+is `always` (the gate of a triggered or scheduled rule may not have wanted it; such misses
+are only counted).
 """
 
 from __future__ import annotations
@@ -42,6 +49,7 @@ from central.relay_recorder import (
     DEFAULT_MAX_KEPT_BYTES,
     DEFAULT_MAX_KEPT_PACKETS,
     DEFAULT_MAX_PACKET_AGE_NS,
+    ChunkMissed,
     ChunkRebuilt,
     RelayRecorder,
 )
@@ -153,6 +161,7 @@ class RelayRecording:
         gate: RecordingGate[RelayedChunk],
         clock: Clock,
         on_live: Callable[[ev.LiveReceived], None] | None = None,
+        on_missed: Callable[[ChunkMissed], None] | None = None,
         trigger_inputs: frozenset[str] | None = None,
         max_packet_age_ns: int = DEFAULT_MAX_PACKET_AGE_NS,
         max_kept_bytes: int = DEFAULT_MAX_KEPT_BYTES,
@@ -163,6 +172,7 @@ class RelayRecording:
         self._gate = gate
         self._clock = clock
         self._on_live = on_live
+        self._on_missed = on_missed
         self._sink = sink
         self._trigger_inputs = trigger_inputs
         self._recorder = RelayRecorder(
@@ -215,8 +225,11 @@ class RelayRecording:
             outcome = self._recorder.on_seal(item.header, item.signature)
             if isinstance(outcome, ChunkRebuilt):
                 self._submit(self._gate.offer(RelayedChunk(outcome.chunk)))
-            else:
-                _log.warning("%s/%s: %s", exp.device_id, exp.stream, outcome)
+                continue
+            _log.warning("%s/%s: %s", exp.device_id, exp.stream, outcome)
+            on_missed = self._on_missed
+            if isinstance(outcome, ChunkMissed) and on_missed is not None and self._fills_holes():
+                on_missed(outcome)
         await self.flush()
 
     # -- triggers ---------------------------------------------------------------------------
@@ -301,6 +314,11 @@ class RelayRecording:
         self._idle.set()
 
     # -- internals --------------------------------------------------------------------------
+
+    def _fills_holes(self) -> bool:
+        """Whether a chunk missed now is a hole in the central's recording to fill (see the
+        module docstring; a missed chunk leaves the cursor where it was)."""
+        return self._recorder.cursor.seq is not None and self._gate.mode is RecordingMode.CONTINUOUS
 
     def _submit(self, releases: list[GateRelease[RelayedChunk]]) -> None:
         if not releases:

@@ -11,9 +11,11 @@ taken it, and an operator can still ask for it). A device the central has never 
 has no gap: there is nothing it missed.
 
 A reconnect job is an ordinary job: it waits for the window and a slot, respects the cap,
-and holds its span at the site. If the central already has an unfinished reconnect job for
-the device, none is added (the running one continues from its cursor, and the next link
-adds what followed).
+and holds its span at the site. What unfinished jobs of the device's reference stream (of
+any origin) have yet to bring is not asked for again: the gap starts after the ones that
+reach its start (`reference_spans_to_bring`), and none is made when what is left is
+shorter than `MIN_GAP_S`. The same rule keeps the chunks the live recording missed while
+the link stayed up (`missed_chunks.py`) from being asked for twice.
 """
 
 from __future__ import annotations
@@ -23,8 +25,9 @@ import logging
 
 from central.catalog.catalog import Catalog
 from central.catalog.records import DeviceRecord, SiteRecord
+from central.merged_timeline import Interval
 from central.retrieval.job_records import JobOrigin
-from central.retrieval.retrieval_service import RetrievalService
+from central.retrieval.retrieval_service import RetrievalService, spans_to_bring
 from shared.clock import NS_PER_S, Clock
 from shared.link_io.client import LinkClient
 from shared.store.chunk_store import ChunkStore
@@ -81,22 +84,38 @@ class ReconnectRetrieval:
         """(device, start of its gap) for each device the central missed (blocking)."""
         remote_site_id = site.remote_site_id
         assert remote_site_id is not None
-        waiting = {
-            job.device_ids[0]
-            for job in self._catalog.unfinished_retrieval_jobs(site_id=site.site_id)
-            if job.origin is JobOrigin.RECONNECT
-        }
         gaps = []
         for device in self._catalog.devices(site.site_id, present_only=True):
-            if device.recording not in RECORDED_AT_CENTRAL or device.device_id in waiting:
+            if device.recording not in RECORDED_AT_CENTRAL:
                 continue
             if REFERENCE_STREAM not in {s.name for s in device.streams}:
                 continue
             head = self._store.stream_head(
                 device.remote_device_id, REFERENCE_STREAM, site_id=remote_site_id
             )
-            if head is None or now_ns - head.end_ns < self._min_gap_ns:
+            if head is None:
                 continue
             start_ns = max(head.end_ns, now_ns - int(MAX_GAP_S * NS_PER_S))
-            gaps.append((device, start_ns))
+            coming = reference_spans_to_bring(self._catalog, device.device_id, start_ns, now_ns)
+            for low, high in sorted(coming):
+                if low <= start_ns < high:
+                    start_ns = high
+            if now_ns - start_ns >= self._min_gap_ns:
+                gaps.append((device, start_ns))
         return gaps
+
+
+def reference_spans_to_bring(
+    catalog: Catalog, device_id: str, start_ns: int, end_ns: int
+) -> list[Interval]:
+    """What the unfinished jobs of the device's reference stream (any origin) have yet to
+    bring within [start_ns, end_ns), as `spans_to_bring` reads them (blocking). A job fetches
+    every chunk that overlaps the rest of its span, so a chunk is on its way exactly when this
+    is not empty for the chunk's own span."""
+    jobs = [
+        job
+        for job in catalog.unfinished_retrieval_jobs(device_id=device_id)
+        if job.quality == REFERENCE_STREAM
+    ]
+    spans = spans_to_bring(jobs, device_id, start_ns, end_ns)
+    return [*spans.pending, *spans.running]
