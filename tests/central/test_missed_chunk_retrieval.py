@@ -13,13 +13,13 @@ from pathlib import Path
 
 import pytest
 
-from central.catalog import DeviceRecord, NewRetrievalJob, SecretBox, SqliteCatalog
+from central.catalog import DeviceRecord, NewRetrievalJob, SqliteCatalog
 from central.retrieval.job_records import JobOrigin, JobState, RetrievalJob
 from central.retrieval.missed_chunks import MissedChunkRetrieval
 from central.retrieval.retrieval_service import RetrievalService
 from central.retrieval.retrieval_work import RetrievalWork
 from shared.clock import NS_PER_S
-from tests.central.catalog.catalog_parts import camera, dial_in_site
+from tests.central.catalog.catalog_parts import camera, dial_in_site, open_catalog
 from tests.central.retrieval_rules.conftest import NoChunks
 from tests.fakes.held_clock import HeldClock
 
@@ -70,13 +70,7 @@ def clock() -> HeldClock:
 
 @pytest.fixture
 def catalog(tmp_path: Path, clock: HeldClock) -> Iterator[SqliteCatalog]:
-    opened = SqliteCatalog.open(
-        tmp_path / "catalog.sqlite3",
-        clock=clock,
-        secret_box=SecretBox.load_or_create(tmp_path / "secret.key"),
-    )
-    yield opened
-    opened.close()
+    yield from open_catalog(tmp_path, clock)
 
 
 @pytest.fixture

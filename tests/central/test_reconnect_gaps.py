@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from central.catalog import NewRetrievalJob, SecretBox, SqliteCatalog
+from central.catalog import NewRetrievalJob, SqliteCatalog
 from central.retrieval.job_records import JobOrigin, RetrievalJob
 from central.retrieval.reconnect_retrieval import ReconnectRetrieval
 from central.retrieval.retrieval_service import RetrievalService
@@ -23,7 +23,7 @@ from shared.clock import NS_PER_S, ManualClock
 from shared.media import MediaPacket
 from shared.signing import SiteSigner
 from shared.store.chunk_store import ChunkStore
-from tests.central.catalog.catalog_parts import camera, dial_in_site
+from tests.central.catalog.catalog_parts import camera, dial_in_site, open_catalog
 from tests.central.retrieval_rules.conftest import NoChunks
 from tests.shared.test_chain_verification import CODEC, FRAME_NS, encoded_gops
 
@@ -38,13 +38,7 @@ def clock() -> ManualClock:
 
 @pytest.fixture
 def catalog(tmp_path: Path, clock: ManualClock) -> Iterator[SqliteCatalog]:
-    opened = SqliteCatalog.open(
-        tmp_path / "catalog.sqlite3",
-        clock=clock,
-        secret_box=SecretBox.load_or_create(tmp_path / "secret.key"),
-    )
-    yield opened
-    opened.close()
+    yield from open_catalog(tmp_path, clock)
 
 
 @pytest.fixture

@@ -4,11 +4,14 @@ retrieval jobs."""
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from pathlib import Path
 
 from central.catalog import JobOrigin, NewDevice, NewRetrievalJob, NewSite, StreamInfo
+from central.catalog.secret_box import SecretBox
+from central.catalog.sqlite_catalog import SqliteCatalog
 from central.retrieval.job_records import Quality
-from shared.clock import NS_PER_S
+from shared.clock import NS_PER_S, Clock
 from shared.media import MediaKind
 
 FINGERPRINT = "AB:" * 31 + "CD"
@@ -83,3 +86,15 @@ def retrieval(
 def chunk_hash(seq: int) -> bytes:
     """A stand-in for the SHA-256 of the chunk with sequence number `seq`."""
     return hashlib.sha256(f"chunk {seq}".encode()).digest()
+
+
+def open_catalog(directory: Path, clock: Clock) -> Iterator[SqliteCatalog]:
+    """A fresh catalog in `directory`, closed when the generator ends (for fixtures:
+    `yield from open_catalog(tmp_path, clock)`)."""
+    opened = SqliteCatalog.open(
+        directory / "catalog.sqlite3",
+        clock=clock,
+        secret_box=SecretBox.load_or_create(directory / "secret.key"),
+    )
+    yield opened
+    opened.close()

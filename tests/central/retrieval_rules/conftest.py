@@ -10,13 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from central.catalog import DeviceRecord, SecretBox, SiteRecord, SqliteCatalog
+from central.catalog import DeviceRecord, SiteRecord, SqliteCatalog
 from central.ingest_writer import PutOutcome
 from central.retrieval.retrieval_service import RetrievalService
 from central.retrieval.retrieval_work import RetrievalWork
 from shared.chunk import SignedChunk
 from shared.clock import ManualClock
-from tests.central.catalog.catalog_parts import camera, dial_in_site, door_input
+from tests.central.catalog.catalog_parts import camera, dial_in_site, door_input, open_catalog
 
 
 class NoChunks:
@@ -46,13 +46,7 @@ def clock() -> ManualClock:
 
 @pytest.fixture
 def catalog(tmp_path: Path, clock: ManualClock) -> Iterator[SqliteCatalog]:
-    opened = SqliteCatalog.open(
-        tmp_path / "catalog.sqlite3",
-        clock=clock,
-        secret_box=SecretBox.load_or_create(tmp_path / "secret.key"),
-    )
-    yield opened
-    opened.close()
+    yield from open_catalog(tmp_path, clock)
 
 
 @pytest.fixture
