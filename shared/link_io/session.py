@@ -132,15 +132,32 @@ class LinkSession:
             with contextlib.suppress(asyncio.CancelledError):
                 await keepalive
             await self._stop_writer(writer)
-            with contextlib.suppress(Exception):
-                await self._ws.close()
-            end = self.end or SessionEnd(EndReason.CUT, "the session was stopped")
-            self.end = end
-            if self.server is not None:
-                self.server.on_session_end()
-            if self.client is not None:
-                self.client.on_session_end(end)
+            try:
+                await self._close_websocket()
+            finally:
+                end = self.end or SessionEnd(EndReason.CUT, "the session was stopped")
+                self.end = end
+                if self.server is not None:
+                    self.server.on_session_end()
+                if self.client is not None:
+                    self.client.on_session_end(end)
         return end
+
+    async def _close_websocket(self) -> None:
+        """Close the WebSocket, whatever state the connection is in.
+
+        A writer cancelled while blocked in aiohttp's drain (a cut link with a full socket)
+        also cancels aiohttp's shared drain future, so closing can raise CancelledError in
+        a task nobody cancels. That is swallowed here (the socket is gone anyway); a real
+        cancellation of this task goes on."""
+        try:
+            await self._ws.close()
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise
+        except Exception:  # the peer is gone; nothing to tell it
+            _log.debug("closing the link's WebSocket failed", exc_info=True)
 
     async def _read_loop(self) -> None:
         while not self.connection.closed:
