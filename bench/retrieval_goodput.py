@@ -1,23 +1,41 @@
-"""Retrieval goodput over a shaped line: what a real central stores per second of a
-retrieval job, as a fraction of the line's rate, without and with cuts.
+"""Retrieval over a shaped line: goodput without and with cuts, the cap's accuracy, chunks
+re-sent per cut, and live latency while retrieval fills the cap.
 
-    .venv/bin/python bench/retrieval_goodput.py --quick    # about 1 minute (*)
-    .venv/bin/python bench/retrieval_goodput.py            # about 3 minutes (*)
+    .venv/bin/python bench/retrieval_goodput.py --quick    # about 1.5 minutes
+    .venv/bin/python bench/retrieval_goodput.py            # about 5 minutes
     options: --mbit 20 --devices 8 --parallel 8 --job-seconds 60 --cut-every 30 --cut-seconds 2
-    (*) plus about 2 x 80 s per job while the site answers holds late (docs/benchmarks.md)
+             --cap-mbit 8 --cap-seconds 30 --live-seconds 20 --sample-s 0.1
 
 A site (bench/retrieval_site.py: the agent's link server over a store filled with signed
-512 KiB HQ chunks of `--devices` cameras) runs inside a network namespace whose uplink is
-shaped with `tc tbf` at `--mbit` (bench/shaped_link.py). A real central (`siteline central
+512 KiB HQ chunks of `--devices` cameras, the first camera also live at 25 fps) runs inside
+a network namespace whose uplink is shaped with `tc tbf` at `--mbit` (bench/shaped_link.py);
+it records every frame its link sends (bench/sent_log.py). A real central (`siteline central
 run`, a child process, bench/central_process.py) adds the site over the API, sets its
-`parallel_devices`, and runs two retrieval jobs over the API, each of every camera for a span
-sized to take about `--job-seconds` at the shaped rate:
+`parallel_devices`, and runs five retrieval jobs over the API, each of every camera for its
+own span. This side reads the line's receive counter every `--sample-s` throughout
+(bench/counter_samples.py). The jobs, in order:
 
-- plain: the line stays up (goal: goodput >= 0.93 of the shaped rate);
-- cuts: the line is taken down (`ip link set down`: no reset, packets vanish) for
-  `--cut-seconds` every `--cut-every` seconds, the first `--cut-every` seconds after the
-  job's first stored bytes are seen (so the cuts land in the transfer however long the job
-  takes to begin it) (goal: >= 0.85).
+1. plain: a span sized to take about `--job-seconds` at the shaped rate; the line stays up
+   (goal: goodput >= 0.93 of the shaped rate);
+2. cuts: the same size; the line is taken down (`ip link set down`: no reset, packets
+   vanish) for `--cut-seconds` every `--cut-every` seconds, the first `--cut-every` seconds
+   after the job's first stored bytes are seen (so the cuts land in the transfer however long
+   the job takes to begin it) (goal: >= 0.85 with cuts every 30 s). Also counted: the chunks
+   the site sent more than once, each against the cut before it (bench/chunk_resends.py;
+   goal: at most one per stream per cut), the link sessions that ended, and the segments TCP
+   retransmitted in the namespace;
+3. capped: the site's `max_bandwidth_bps` set to `--cap-mbit`, a span sized to take about
+   `--cap-seconds` at the cap: its first and fullest 1 s windows, its 10 s windows and its
+   whole transfer over the cap, on the line (raw, and corrected for the TCP/IP, TLS and
+   WebSocket overhead the cap does not count) and as the site handed its frames over
+   (bench/cap_accuracy.py; goal, on the corrected line: every 1 s window at most 5% over the
+   cap, every 10 s window within 2% of it);
+4. capped + live: a viewer watches the live camera through the central
+   (bench/live_watch.py) for `--live-seconds` with no retrieval running, then while a second
+   capped job of the same size runs: each packet's latency from the site's live relay to the
+   viewer, median and p95, without and with the retrieval (no goal set);
+5. uncapped + live: the cap lifted, a job of the same size with the viewer still watching:
+   the same latency while retrieval fills the line itself (and the token bucket's queue).
 
 Goodput = payload bytes the job stored (its progress `bytes`, summed over devices) / the
 job's wall time (created to finished, from the job's record), divided by the shaped rate in
@@ -38,13 +56,16 @@ one plain TCP stream of zeros from the namespace for `--baseline-seconds`
 (bench/zero_sender.py), the most a TCP transfer gets through the line; goodput is also given
 as a fraction of it.
 
-Needs root and iproute2 (namespaces, veth, tc); elsewhere it stops saying so (exit code 2).
+The exit code is 1 when a goal is not met (the cuts goal is judged only for cuts every 30 s),
+0 otherwise. Needs root and iproute2 (namespaces, veth, tc); elsewhere it stops saying so
+(exit code 2).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import math
 import sys
@@ -54,10 +75,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from cap_accuracy import CapReading, CapView, cap_reading
 from central_process import CentralClient, CentralProcess, make_central
+from chunk_resends import ResendReading, count_resends
+from counter_samples import CounterSampler, CounterSamples
 from json_child import READY_TIMEOUT_S, JsonChild
+from live_watch import LatencyFigures, LiveWatch, latencies_between
 from process_cpu import CpuWindow
 from retrieval_site import PACKETS_PER_CHUNK
+from sent_log import SiteSends
 from shaped_link import (
     BulkReading,
     NamespaceUnavailable,
@@ -78,8 +104,14 @@ POLL_S = 0.2
 JOB_TIMEOUT_FACTOR = 4.0  # a job taking this many times its planned time (plus the slack)
 JOB_TIMEOUT_SLACK_S = 400.0  # has failed
 CHUNK_KIB = 512
+CHUNK_PAYLOAD_BYTES = CHUNK_KIB * 1024 // PACKETS_PER_CHUNK * PACKETS_PER_CHUNK
 STANDARD_CUT_EVERY_S = 30.0
 FINAL_STATES = ("completed", "failed", "stopped")
+CAP_WINDOW_GOAL = 1.05  # every 1 s window at most 5% over the cap
+CAP_TEN_S_GOAL = 0.02  # every 10 s window within 2% of it
+RESENDS_PER_STREAM_PER_CUT_GOAL = 1
+LIVE_SETTLE_S = 2.0  # a new viewer gets the cached GOP at once: let it pass
+LINE_OVERHEAD_SPREAD = 0.004  # line bytes / payload of the same job, run to run (measured)
 
 
 @dataclass(frozen=True)
@@ -91,6 +123,10 @@ class Plan:
     baseline_seconds: float
     cut_every_s: float
     cut_seconds: float
+    cap_mbit: float
+    cap_seconds: float
+    live_seconds: float
+    sample_s: float
     central_log_level: str = "WARNING"
 
     @property
@@ -101,10 +137,29 @@ class Plan:
     def tc_rate(self) -> str:
         return f"{round(self.mbit * 1000)}kbit"
 
+    @property
+    def cap_bps(self) -> int:
+        return round(self.cap_mbit * 1e6)
+
     def chunks_per_device(self, payload_bytes: int) -> int:
-        """Chunks of each device in one job's span, for about `job_seconds` at the rate."""
+        """Chunks of each device in the plain or cuts job's span, for about `job_seconds`
+        at the shaped rate."""
         total = self.shaped_bytes_per_s * self.job_seconds
         return max(1, math.ceil(total / self.devices / payload_bytes))
+
+    def capped_chunks_per_device(self, payload_bytes: int) -> int:
+        """Chunks of each device in a capped job's span, for about `cap_seconds` at the
+        cap."""
+        total = self.cap_bps / 8 * self.cap_seconds
+        return max(1, math.ceil(total / self.devices / payload_bytes))
+
+
+@dataclass(frozen=True)
+class Span:
+    """A job's recordings: seqs [first_seq, first_seq + chunks) of every camera."""
+
+    first_seq: int
+    chunks: int
 
 
 @dataclass(frozen=True)
@@ -114,6 +169,7 @@ class JobReading:
     were first seen and when all of them were."""
 
     label: str
+    span: Span
     payload_bytes: int
     chunks: int
     created_ns: int
@@ -124,9 +180,16 @@ class JobReading:
     finished_ns: int
     wire_bytes: int
     shaper_drops: int
-    cuts: int
+    tcp_retransmits: int  # segments TCP in the namespace sent again
+    cut_starts_ns: tuple[int, ...]  # monotonic
+    began_mono_ns: int  # this side's monotonic clock as the job was created
+    ended_mono_ns: int  # and as it was seen ended
     central_cores: float
     site_cores: float
+
+    @property
+    def cuts(self) -> int:
+        return len(self.cut_starts_ns)
 
     @property
     def seconds(self) -> float:
@@ -163,15 +226,16 @@ class SiteFacts:
     info: dict[str, Any]
 
 
-async def start_site(link: ShapedLink, directory: Path, plan: Plan) -> SiteFacts:
-    """The site inside the namespace, its store filled with two jobs' spans per device."""
-    chunk_payload = CHUNK_KIB * 1024 // PACKETS_PER_CHUNK * PACKETS_PER_CHUNK
-    chunks = 2 * plan.chunks_per_device(chunk_payload)
+async def start_site(
+    link: ShapedLink, directory: Path, plan: Plan, *, chunks: int, sent_log: Path
+) -> SiteFacts:
+    """The site inside the namespace, its store filled with `chunks` per device, recording
+    what its link sends into `sent_log`."""
     log = directory / "site.log"
     argv = link.run_inside(
         [sys.executable, str(BENCH / "retrieval_site.py"), str(directory / "site"),
          "--bind", link.site_address, "--devices", str(plan.devices), "--chunks", str(chunks),
-         "--chunk-kib", str(CHUNK_KIB)]
+         "--chunk-kib", str(CHUNK_KIB), "--sent-log", str(sent_log)]
     )  # fmt: skip
     with log.open("ab") as log_file:
         process = await asyncio.create_subprocess_exec(
@@ -219,30 +283,30 @@ async def add_site(client: CentralClient, link: ShapedLink, site: SiteFacts, pla
     return site_id
 
 
-async def device_ids(client: CentralClient, site_id: str) -> list[str]:
+async def cameras(client: CentralClient, site_id: str) -> dict[str, str]:
+    """The central's id of each camera of the site, by the site's id, in that order."""
     devices = (await client.call("GET", f"/devices?site={site_id}"))["devices"]
-    cameras = sorted(
+    found = sorted(
         (d for d in devices if d["kind"] == "camera"), key=lambda d: d["remote_device_id"]
     )
-    return [d["id"] for d in cameras]
+    return {d["remote_device_id"]: d["id"] for d in found}
 
 
-async def cut_periodically(link: ShapedLink, every_s: float, down_s: float) -> int:
-    """Take the line down for `down_s` every `every_s` from now, until cancelled; then the
-    number of cuts made (the line is up again whenever it returns)."""
-    cuts = 0
+async def cut_periodically(
+    link: ShapedLink, every_s: float, down_s: float, made: list[int]
+) -> None:
+    """Take the line down for `down_s` every `every_s` from now, until cancelled, adding
+    the monotonic instant of each cut to `made` (the line is up again whenever it
+    returns)."""
     started = time.monotonic()
-    try:
-        while True:
-            await asyncio.sleep(started + (cuts + 1) * every_s - time.monotonic())
-            link.cut()
-            cuts += 1
-            try:
-                await asyncio.sleep(down_s)
-            finally:
-                link.heal()
-    except asyncio.CancelledError:
-        return cuts
+    while True:
+        await asyncio.sleep(started + (len(made) + 1) * every_s - time.monotonic())
+        made.append(time.monotonic_ns())
+        link.cut()
+        try:
+            await asyncio.sleep(down_s)
+        finally:
+            link.heal()
 
 
 async def run_job(
@@ -252,19 +316,24 @@ async def run_job(
     *,
     label: str,
     devices: list[str],
-    start_ns: int,
-    end_ns: int,
-    expected_chunks: int,
+    span: Span,
+    site_info: dict[str, Any],
     plan: Plan,
     with_cuts: bool,
 ) -> JobReading:
-    """Run one retrieval job of `devices` over [start_ns, end_ns) to its end, measured.
-    With cuts, the first comes `cut_every_s` after the first stored bytes are seen (so the
-    cuts land in the transfer however long the job takes to start it)."""
+    """Run one retrieval job of `devices` over `span` to its end, measured. With cuts, the
+    first comes `cut_every_s` after the first stored bytes are seen (so the cuts land in the
+    transfer however long the job takes to start it)."""
+    chunk_ns = int(site_info["chunk_s"]) * NS_PER_S
+    start_ns = int(site_info["first_start_ns"]) + span.first_seq * chunk_ns
+    end_ns = start_ns + span.chunks * chunk_ns
+    expected_chunks = len(devices) * span.chunks
     wire_before = link.received_bytes()
     drops_before = link.shaper_drops()
+    retransmits_before = link.site_tcp_retransmits()
     cpu = CpuWindow(pids)
     cpu.start()
+    began_mono_ns = time.monotonic_ns()
     job = await client.call(
         "POST",
         "/retrievals",
@@ -276,10 +345,10 @@ async def run_job(
         },
     )
     expected_bytes: int | None = None
-    cutter: asyncio.Task[int] | None = None
+    cutter: asyncio.Task[None] | None = None
+    cut_starts: list[int] = []
     first_seen: tuple[int, int] | None = None
     all_seen_ns: int | None = None
-    cuts = 0
     try:
         try:
             async with asyncio.timeout(plan.job_seconds * JOB_TIMEOUT_FACTOR + JOB_TIMEOUT_SLACK_S):
@@ -292,7 +361,9 @@ async def run_job(
                         first_seen = (seen_ns, stored)
                         if with_cuts:
                             cutter = asyncio.create_task(
-                                cut_periodically(link, plan.cut_every_s, plan.cut_seconds)
+                                cut_periodically(
+                                    link, plan.cut_every_s, plan.cut_seconds, cut_starts
+                                )
                             )
                     if all_seen_ns is None and sum(p["chunks"] for p in job["progress"]) >= (
                         expected_chunks
@@ -307,9 +378,10 @@ async def run_job(
             ) from None
     finally:
         if cutter is not None:
-            if not cutter.cancelling():
-                cutter.cancel()
-            cuts = await cutter
+            cutter.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await cutter
+    ended_mono_ns = time.monotonic_ns()
     used = cpu.stop()
     if job["state"] != "completed":
         raise RuntimeError(f"the {label} job ended {job['state']}: {job['reason']}")
@@ -321,6 +393,7 @@ async def run_job(
         raise RuntimeError(f"the {label} job's bytes went from {expected_bytes} to {payload}")
     return JobReading(
         label=label,
+        span=span,
         payload_bytes=payload,
         chunks=chunks,
         created_ns=parse_instant("created", job["created"]),
@@ -331,20 +404,53 @@ async def run_job(
         finished_ns=parse_instant("finished", job["finished"]),
         wire_bytes=link.received_bytes() - wire_before,
         shaper_drops=link.shaper_drops() - drops_before,
-        cuts=cuts,
+        tcp_retransmits=link.site_tcp_retransmits() - retransmits_before,
+        cut_starts_ns=tuple(cut_starts),
+        began_mono_ns=began_mono_ns,
+        ended_mono_ns=ended_mono_ns,
         central_cores=used["central"].cores,
         site_cores=used["site"].cores,
     )
+
+
+@dataclass(frozen=True)
+class LatencySpan:
+    what: str
+    seconds: float
+    figures: LatencyFigures
+
+
+@dataclass(frozen=True)
+class LiveReading:
+    """The live camera's latency at the central's viewer: with no retrieval running, then
+    over each watched job's transfer (its first transfer frame to its last)."""
+
+    device: str
+    fps: int
+    bitrate_bps: float
+    spans: list[LatencySpan]
+
+
+@dataclass(frozen=True)
+class Findings:
+    baselines: list[BulkReading]
+    goodput_jobs: list[JobReading]  # plain, cuts
+    capped_jobs: list[JobReading]  # capped, capped with live
+    uncapped_live: JobReading
+    resends: list[ResendReading]  # of the goodput jobs
+    caps: list[CapReading]  # of the capped jobs
+    live: LiveReading
+    links_opened: int  # over the whole run, the site's record
+    links_never_ended: int  # their handlers had not returned when the site stopped
 
 
 def _mbit(bytes_per_s: float) -> str:
     return f"{bytes_per_s * 8 / 1e6:6.2f} Mbit/s"
 
 
-def report(plan: Plan, baselines: list[BulkReading], jobs: list[JobReading]) -> bool:
-    """Print the table and the verdicts; whether every goal was met."""
+def _print_goodput(plan: Plan, found: Findings) -> None:
     shaped = plan.shaped_bytes_per_s
-    best = max(b.bytes_per_s for b in baselines)
+    best = max(b.bytes_per_s for b in found.baselines)
     print()
     print(
         f"shaped rate {_mbit(shaped)} (tc tbf), {plan.devices} devices, "
@@ -355,7 +461,7 @@ def report(plan: Plan, baselines: list[BulkReading], jobs: list[JobReading]) -> 
         f"{'wire / shaped':>14} {'wire / payload':>15}"
     )
     rows: list[tuple[str, float, float, float]] = []
-    for index, baseline in enumerate(baselines):
+    for index, baseline in enumerate(found.baselines):
         rows.append(
             (
                 f"baseline TCP stream ({'before' if index == 0 else 'after'})",
@@ -364,7 +470,7 @@ def report(plan: Plan, baselines: list[BulkReading], jobs: list[JobReading]) -> 
                 baseline.wire_bytes / baseline.payload_bytes,
             )
         )
-    for job in jobs:
+    for job in found.goodput_jobs:
         rows.append(
             (
                 f"{job.label}: whole job",
@@ -378,7 +484,7 @@ def report(plan: Plan, baselines: list[BulkReading], jobs: list[JobReading]) -> 
         wire = f"{wire_rate / shaped:14.3f} {overhead:15.4f}" if wire_rate else ""
         print(f"{what:<40} {_mbit(rate):>14} {rate / shaped:9.3f} {rate / best:11.3f} {wire}")
     print()
-    for job in jobs:
+    for job in [*found.goodput_jobs, *found.capped_jobs, found.uncapped_live]:
         print(
             f"{job.label}: {job.payload_bytes / 2**20:.1f} MiB in {job.chunks} chunks, "
             f"{job.seconds:.1f} s created to finished: "
@@ -386,25 +492,143 @@ def report(plan: Plan, baselines: list[BulkReading], jobs: list[JobReading]) -> 
             f"{job.before_data_s:.1f} s to the first bytes, "
             f"{(job.all_seen_ns - job.first_seen_ns) / NS_PER_S:.1f} s of data, "
             f"{job.after_data_s:.1f} s from the last bytes to finished; {job.cuts} cuts, "
-            f"{job.shaper_drops} packets dropped by the shaper; CPU: central "
-            f"{job.central_cores * 100:.1f}%, site {job.site_cores * 100:.1f}% of one core"
+            f"{job.shaper_drops} packets dropped by the shaper, {job.tcp_retransmits} TCP "
+            f"segments retransmitted; CPU: central {job.central_cores * 100:.1f}%, "
+            f"site {job.site_cores * 100:.1f}% of one core"
         )
+
+
+def _ten_s(view: CapView) -> str:
+    if view.lowest_10s is None or view.highest_10s is None:
+        return "(< 10 s)"
+    return f"{view.lowest_10s:.3f}-{view.highest_10s:.3f}"
+
+
+def _print_caps(plan: Plan, found: Findings) -> None:
     print()
+    print(
+        f"cap {_mbit(plan.cap_bps / 8)} (max_bandwidth_bps {plan.cap_bps}), "
+        f"parallel_devices {plan.parallel}; ratios to the cap, line sampled every "
+        f"{plan.sample_s:g} s"
+    )
+    print(
+        f"{'job: view':<42} {'first 1 s':>9} {'fullest 1 s':>11} {'10 s windows':>13} {'whole':>7}"
+    )
+    for job, cap in zip(found.capped_jobs, found.caps, strict=True):
+        views = (
+            ("line, raw", cap.line_raw),
+            (f"line, corrected (k {cap.overhead:.4f})", cap.line_corrected),
+            ("site, frames handed over", cap.site),
+        )
+        for name, view in views:
+            print(
+                f"{job.label + ': ' + name:<42} {view.first_1s:9.3f} {view.fullest_1s:11.3f} "
+                f"{_ten_s(view):>13} {view.whole:7.3f}"
+            )
+    print(
+        "(k: line bytes / link frame bytes the site sent over the transfer; site: its transfer "
+        "frames only; the line of capped + live carries the live stream too, which the cap "
+        "does not count)"
+    )
+
+
+def _print_resends(found: Findings) -> None:
+    print()
+    for job, resends in zip(found.goodput_jobs, found.resends, strict=True):
+        print(
+            f"{job.label}: the site sent {resends.sends} chunks of the span "
+            f"({resends.distinct} different), {resends.resent} more than once "
+            f"({resends.resent_payload_bytes / 2**20:.2f} MiB of payload); {resends.cuts} "
+            f"cuts, at most {resends.most_per_stream_per_cut} re-sent per stream per cut, "
+            f"{resends.before_any_cut} before any cut; {resends.sessions_opened} new links; "
+            f"{job.tcp_retransmits} TCP segments retransmitted"
+        )
+    plain, cuts = found.goodput_jobs
+    if cuts.cuts:
+        # Both jobs carry the same payload: what the cuts job's line carried beyond the
+        # plain job's is what crossed it twice (chunks, TCP segments) and the new links.
+        extra = cuts.wire_bytes - plain.wire_bytes * cuts.payload_bytes / plain.payload_bytes
+        noise = LINE_OVERHEAD_SPREAD * plain.wire_bytes
+        print(
+            f"{cuts.label}: line bytes minus the plain job's {extra / 2**20:+.2f} MiB, "
+            f"{extra / cuts.cuts / CHUNK_PAYLOAD_BYTES:+.2f} chunks' worth per cut (give or "
+            f"take {noise / 2**20:.2f} MiB: the counter's share of headers varies by about "
+            f"{LINE_OVERHEAD_SPREAD:.1%} between runs)"
+        )
+    print(
+        f"links the central opened to the site: {found.links_opened}; the site had not "
+        f"ended {found.links_never_ended} of them when it stopped (after the central had)"
+    )
+
+
+def _print_live(found: Findings) -> None:
+    live = found.live
+    print()
+    print(
+        f"live {live.device} through the central ({live.fps} fps, "
+        f"{live.bitrate_bps / 1000:.0f} kbit/s), from the site's relay to the viewer:"
+    )
+    for span in live.spans:
+        figures = span.figures
+        print(
+            f"  {span.what:<36} median {figures.median_ms:6.1f} ms, p95 "
+            f"{figures.p95_ms:6.1f} ms, max {figures.max_ms:6.1f} ms ({figures.packets} "
+            f"packets in {span.seconds:.1f} s)"
+        )
+
+
+def report(plan: Plan, found: Findings) -> bool:
+    """Print the tables and the verdicts; whether every goal was met."""
+    _print_goodput(plan, found)
+    _print_caps(plan, found)
+    _print_resends(found)
+    _print_live(found)
+    print()
+    shaped = plan.shaped_bytes_per_s
     met = True
     goals = {"plain": PLAIN_GOAL, "cuts": CUTS_GOAL}
-    for job in jobs:
+    for job in found.goodput_jobs:
         goal = goals[job.label.split()[0]]
         ratio = job.bytes_per_s / shaped
         ok = ratio >= goal
-        met = met and ok
         verdict = "met" if ok else f"NOT met, short by {goal - ratio:.3f}"
-        note = ""
         if job.cuts and plan.cut_every_s != STANDARD_CUT_EVERY_S:
-            note = f" (cut every {plan.cut_every_s:g} s; the goal is for 30 s)"
+            verdict = f"not judged: cut every {plan.cut_every_s:g} s, the goal is for 30 s"
+        else:
+            met = met and ok
         print(
-            f"{job.label}: goodput / shaped rate {ratio:.3f} (goal >= {goal}): {verdict}{note}; "
+            f"{job.label}: goodput / shaped rate {ratio:.3f} (goal >= {goal}): {verdict}; "
             f"while data flowed {job.transfer_bytes_per_s / shaped:.3f}"
         )
+    cap = found.caps[0].line_corrected
+    fullest_ok = cap.fullest_1s <= CAP_WINDOW_GOAL
+    ten_ok = (
+        cap.lowest_10s is not None
+        and cap.highest_10s is not None
+        and abs(cap.lowest_10s - 1) <= CAP_TEN_S_GOAL
+        and abs(cap.highest_10s - 1) <= CAP_TEN_S_GOAL
+    )
+    met = met and fullest_ok and ten_ok
+    print(
+        f"cap (line, corrected): fullest 1 s window {cap.fullest_1s:.3f} of the cap, the first "
+        f"{cap.first_1s:.3f} (goal <= {CAP_WINDOW_GOAL}): {'met' if fullest_ok else 'NOT met'}; "
+        f"10 s windows {_ten_s(cap)} (goal within {1 - CAP_TEN_S_GOAL:.2f}-"
+        f"{1 + CAP_TEN_S_GOAL:.2f}): {'met' if ten_ok else 'NOT met'}; whole {cap.whole:.3f}"
+    )
+    resends = found.resends[-1]
+    resends_ok = resends.meets(RESENDS_PER_STREAM_PER_CUT_GOAL)
+    met = met and resends_ok
+    print(
+        f"re-sent per stream per cut: at most {resends.most_per_stream_per_cut} over "
+        f"{resends.cuts} cuts, {resends.before_any_cut} before any cut (goal <= "
+        f"{RESENDS_PER_STREAM_PER_CUT_GOAL}): {'met' if resends_ok else 'NOT met'}"
+    )
+    quiet, loaded = found.live.spans[0].figures, found.live.spans[1].figures
+    print(
+        f"live latency: median {quiet.median_ms:.1f} ms, p95 {quiet.p95_ms:.1f} ms without "
+        f"retrieval; median {loaded.median_ms:.1f} ms, p95 {loaded.p95_ms:.1f} ms while it "
+        "filled the cap (no goal set)"
+    )
     return met
 
 
@@ -423,11 +647,38 @@ async def main(plan: Plan) -> int:
             return 2
 
 
+@dataclass(frozen=True)
+class _Run:
+    """What the jobs phase brought, before the site's record is read."""
+
+    goodput_jobs: list[JobReading]
+    capped_jobs: list[JobReading]
+    uncapped_live: JobReading
+    quiet_window_ns: tuple[int, int]  # wall clock
+    live_arrivals: list[tuple[int, int]]  # (stamp, arrival), wall clock
+    live_device: str
+    wall_minus_mono_ns: int  # this side's wall clock minus its monotonic one
+
+
 async def _measure(plan: Plan, link: ShapedLink, directory: Path) -> int:
     print(f"baseline: one TCP stream for {plan.baseline_seconds:g} s ...", flush=True)
     baselines = [await bulk_tcp_rate(link, plan.baseline_seconds)]
     print("filling the site's store and starting the central ...", flush=True)
-    site = await start_site(link, directory, plan)
+    plain_chunks = plan.chunks_per_device(CHUNK_PAYLOAD_BYTES)
+    capped_chunks = plan.capped_chunks_per_device(CHUNK_PAYLOAD_BYTES)
+    spans = [
+        Span(0, plain_chunks),
+        Span(plain_chunks, plain_chunks),
+        Span(2 * plain_chunks, capped_chunks),
+        Span(2 * plain_chunks + capped_chunks, capped_chunks),
+        Span(2 * plain_chunks + 2 * capped_chunks, capped_chunks),
+    ]
+    sent_log = directory / "sent.json"
+    site = await start_site(
+        link, directory, plan, chunks=2 * plain_chunks + 3 * capped_chunks, sent_log=sent_log
+    )
+    sampler = CounterSampler(link.received_bytes, plan.sample_s)
+    sampler.start()
     central: CentralProcess | None = None
     client: CentralClient | None = None
     try:
@@ -436,35 +687,8 @@ async def _measure(plan: Plan, link: ShapedLink, directory: Path) -> int:
         client = CentralClient(central.base_url, central.fingerprint)
         await client.login()
         site_id = await add_site(client, link, site, plan)
-        devices = await device_ids(client, site_id)
-        if len(devices) != plan.devices:
-            raise RuntimeError(f"the central lists {len(devices)} cameras, not {plan.devices}")
-        span_chunks = int(site.info["chunks"]) // 2
-        span_ns = span_chunks * int(site.info["chunk_s"]) * NS_PER_S
-        first_ns = int(site.info["first_start_ns"])
         pids = {"central": central.pid, "site": site.child.pid}
-        jobs = []
-        for index, (label, with_cuts) in enumerate(
-            (
-                ("plain", False),
-                (f"cuts ({plan.cut_seconds:g} s every {plan.cut_every_s:g} s)", True),
-            )
-        ):
-            print(f"job {label}: {plan.devices} x {span_chunks} chunks ...", flush=True)
-            jobs.append(
-                await run_job(
-                    client,
-                    link,
-                    pids,
-                    label=label,
-                    devices=devices,
-                    start_ns=first_ns + index * span_ns,
-                    end_ns=first_ns + (index + 1) * span_ns,
-                    expected_chunks=plan.devices * span_chunks,
-                    plan=plan,
-                    with_cuts=with_cuts,
-                )
-            )
+        run = await _run_jobs(plan, client, link, site, site_id=site_id, pids=pids, spans=spans)
     except BaseException:
         print(f"failed; the central's log: {directory / 'central' / 'central.log'}, "
               f"the site's: {directory / 'site.log'}", file=sys.stderr)  # fmt: skip
@@ -480,9 +704,142 @@ async def _measure(plan: Plan, link: ShapedLink, directory: Path) -> int:
         if central is not None:
             await central.stop()
         await site.child.stop()
+        line = await sampler.stop()
+    sent = await asyncio.to_thread(SiteSends.load, sent_log)
     print(f"baseline again: one TCP stream for {plan.baseline_seconds:g} s ...", flush=True)
     baselines.append(await bulk_tcp_rate(link, plan.baseline_seconds))
-    return 0 if report(plan, baselines, jobs) else 1
+    findings = _findings(plan, site, run, baselines=baselines, line=line, sent=sent)
+    return 0 if report(plan, findings) else 1
+
+
+async def _run_jobs(
+    plan: Plan,
+    client: CentralClient,
+    link: ShapedLink,
+    site: SiteFacts,
+    *,
+    site_id: str,
+    pids: dict[str, int],
+    spans: list[Span],
+) -> _Run:
+    """The four jobs and the live viewer's spans; see the module docstring."""
+    by_remote = await cameras(client, site_id)
+    if len(by_remote) != plan.devices:
+        raise RuntimeError(f"the central lists {len(by_remote)} cameras, not {plan.devices}")
+    devices = list(by_remote.values())
+    live_device = site.info["live_device"]
+    if live_device is None:
+        raise RuntimeError("the site has no live camera")
+
+    async def job(label: str, span: Span, *, with_cuts: bool = False) -> JobReading:
+        print(f"job {label}: {plan.devices} x {span.chunks} chunks ...", flush=True)
+        return await run_job(
+            client,
+            link,
+            pids,
+            label=label,
+            devices=devices,
+            span=span,
+            site_info=site.info,
+            plan=plan,
+            with_cuts=with_cuts,
+        )
+
+    plain = await job("plain", spans[0])
+    cuts = await job(
+        f"cuts ({plan.cut_seconds:g} s every {plan.cut_every_s:g} s)", spans[1], with_cuts=True
+    )
+    await client.call(
+        "PATCH",
+        f"/sites/{site_id}",
+        json={"retrieval": {"max_bandwidth_bps": plan.cap_bps, "parallel_devices": plan.parallel}},
+    )
+    capped = await job("capped", spans[2])
+    watch = LiveWatch(client, by_remote[live_device])
+    print(f"live: watching {live_device} through the central ...", flush=True)
+    await watch.open()
+    try:
+        await asyncio.sleep(LIVE_SETTLE_S)
+        quiet_start_ns = time.time_ns()
+        await asyncio.sleep(plan.live_seconds)
+        quiet_end_ns = time.time_ns()
+        with_live = await job("capped + live", spans[3])
+        await client.call(
+            "PATCH", f"/sites/{site_id}", json={"retrieval": {"max_bandwidth_bps": None}}
+        )
+        uncapped = await job("uncapped + live", spans[4])
+        arrivals = watch.arrivals()
+    finally:
+        await watch.close()
+    return _Run(
+        goodput_jobs=[plain, cuts],
+        capped_jobs=[capped, with_live],
+        uncapped_live=uncapped,
+        quiet_window_ns=(quiet_start_ns, quiet_end_ns),
+        live_arrivals=arrivals,
+        live_device=live_device,
+        wall_minus_mono_ns=time.time_ns() - time.monotonic_ns(),
+    )
+
+
+def _findings(
+    plan: Plan,
+    site: SiteFacts,
+    run: _Run,
+    *,
+    baselines: list[BulkReading],
+    line: CounterSamples,
+    sent: SiteSends,
+) -> Findings:
+    devices = set(site.info["devices"])
+    resends = [
+        count_resends(
+            sent,
+            devices=devices,
+            first_seq=job.span.first_seq,
+            chunks=job.span.chunks,
+            job_start_ns=job.began_mono_ns,
+            job_end_ns=job.ended_mono_ns,
+            cut_starts_ns=list(job.cut_starts_ns),
+        )
+        for job in run.goodput_jobs
+    ]
+    caps = [
+        cap_reading(plan.cap_bps, line, sent, job.began_mono_ns, job.ended_mono_ns)
+        for job in run.capped_jobs
+    ]
+    fps = int(site.info["live_fps"])
+    quiet_s = (run.quiet_window_ns[1] - run.quiet_window_ns[0]) / NS_PER_S
+    quiet_ms = latencies_between(run.live_arrivals, *run.quiet_window_ns)
+    quiet = LatencyFigures.of(quiet_ms)
+    spans = [LatencySpan("no retrieval running", quiet_s, quiet)]
+    for what, job in (
+        ("while the capped job transferred", run.capped_jobs[1]),
+        ("while an uncapped job transferred", run.uncapped_live),
+    ):
+        frames = sent.transfer_sends(job.began_mono_ns, job.ended_mono_ns)
+        start_ns = frames[0][0] + run.wall_minus_mono_ns
+        end_ns = frames[-1][0] + run.wall_minus_mono_ns
+        seconds = (end_ns - start_ns) / NS_PER_S
+        figures = LatencyFigures.of(latencies_between(run.live_arrivals, start_ns, end_ns))
+        spans.append(LatencySpan(what, seconds, figures))
+    live = LiveReading(
+        device=run.live_device,
+        fps=fps,
+        bitrate_bps=float(site.info["live_bitrate_bps"]),
+        spans=spans,
+    )
+    return Findings(
+        baselines,
+        run.goodput_jobs,
+        run.capped_jobs,
+        run.uncapped_live,
+        resends,
+        caps,
+        live,
+        links_opened=len(sent.sessions),
+        links_never_ended=len(sent.sessions_never_closed()),
+    )
 
 
 def plan_from(arguments: argparse.Namespace) -> Plan:
@@ -495,13 +852,17 @@ def plan_from(arguments: argparse.Namespace) -> Plan:
         baseline_seconds=arguments.baseline_seconds or (6.0 if quick else 20.0),
         cut_every_s=arguments.cut_every or (8.0 if quick else 30.0),
         cut_seconds=arguments.cut_seconds,
+        cap_mbit=arguments.cap_mbit,
+        cap_seconds=arguments.cap_seconds or (12.0 if quick else 30.0),
+        live_seconds=arguments.live_seconds or (8.0 if quick else 20.0),
+        sample_s=arguments.sample_s,
         central_log_level=arguments.central_log_level,
     )
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="short spans (about a minute)")
+    parser.add_argument("--quick", action="store_true", help="short spans (about 1.5 minutes)")
     parser.add_argument("--mbit", type=float, default=20.0, help="the shaped rate, Mbit/s")
     parser.add_argument("--devices", type=int, default=8)
     parser.add_argument("--parallel", type=int, default=8, help="the site's parallel_devices")
@@ -509,5 +870,11 @@ if __name__ == "__main__":
     parser.add_argument("--baseline-seconds", type=float, help="the TCP stream's (20; quick 6)")
     parser.add_argument("--cut-every", type=float, help="seconds between cuts (30; quick 8)")
     parser.add_argument("--cut-seconds", type=float, default=2.0, help="each cut's length")
+    parser.add_argument("--cap-mbit", type=float, default=8.0, help="the retrieval cap, Mbit/s")
+    parser.add_argument("--cap-seconds", type=float, help="a capped job's time (30; quick 12)")
+    parser.add_argument(
+        "--live-seconds", type=float, help="live watched without retrieval (20; quick 8)"
+    )
+    parser.add_argument("--sample-s", type=float, default=0.1, help="line counter's interval")
     parser.add_argument("--central-log-level", default="WARNING", help="e.g. INFO, DEBUG")
     sys.exit(asyncio.run(main(plan_from(parser.parse_args()))))

@@ -1,7 +1,8 @@
 """A site with recorded HQ for the retrieval benchmark: the agent's own link server over a
-store filled beforehand with signed HQ chunks of several cameras.
+store filled beforehand with signed HQ chunks of several cameras, and one camera live.
 
-    .venv/bin/python bench/retrieval_site.py DIR --bind ADDRESS --devices 8 --chunks 72
+    .venv/bin/python bench/retrieval_site.py DIR --bind ADDRESS --devices 8 --chunks 72 \
+        [--sent-log FILE] [--live-fps 25]
 
 Each camera gets `--chunks` consecutive chunks of one second each, `--chunk-kib` of payload
 apiece (512 KiB: an HQ GOP at about 4 Mbit/s) in 25 packets of random bytes (as
@@ -11,15 +12,27 @@ site starts, so a retrieval of them is of a finished span. No camera runs: the s
 whole site, served over HTTPS (self-signed certificate) by the agent's API with its link
 route, on `--bind`, the address the benchmark's network namespace gives the site.
 
+Live: the first camera's LQ stream (640x360 H.264 at `--live-fps`, about 250 kbit/s, a
+keyframe every second: the agent's LQ for a 25 fps camera) is published into the site's live
+relay in real time, from a clip encoded at start (bench/lq_clip.py), each packet stamped
+with the wall clock at publication (bench/wall_stamp.py) and each GOP sealed as a chunk, as
+bench/replay_site.py does; it crosses the link only while the central pulls it (a viewer).
+`--live-fps 0`: no live stream.
+
+With `--sent-log`, everything the link sends is recorded (bench/sent_log.py) and written to
+that file as JSON when the site stops.
+
 Prints one JSON line once listening, `{"site_id", "port", "fingerprint", "username",
-"password", "devices", "first_start_ns", "chunk_s", "chunks", "payload_bytes"}`
-(`payload_bytes`: the payload of one chunk), then runs until SIGTERM or SIGINT.
+"password", "devices", "first_start_ns", "chunk_s", "chunks", "payload_bytes",
+"live_device", "live_fps", "live_bitrate_bps"}` (`payload_bytes`: the payload of one chunk;
+`live_device`: null without live), then runs until SIGTERM or SIGINT.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -27,12 +40,15 @@ import sys
 from pathlib import Path
 
 from bench_site_app import bench_site_app
+from lq_clip import encode_lq_clip
+from replay_site import ReplayedCamera
+from sent_log import SentLog
 
 from agent.config import AgentConfig, load_agent_config
 from agent.site_tls import site_identity
 from shared.api_server import ApiServer
 from shared.chunk import GENESIS_HASH, ChunkDraft, seal_chunk
-from shared.clock import NS_PER_S, SystemClock
+from shared.clock import NS_PER_S, Clock, SystemClock
 from shared.live_relay import LiveRelay
 from shared.media import CodecConfig, MediaKind, MediaPacket
 from shared.passwords import hash_password
@@ -47,6 +63,7 @@ CHUNK_S = 1
 ENDS_BEFORE_START_S = 3600
 HQ = CodecConfig(MediaKind.VIDEO, "h264", 1, 90_000, width=1920, height=1080)
 FRAME_TICKS = 90_000 // PACKETS_PER_CHUNK
+LIVE_WIDTH, LIVE_HEIGHT, LIVE_BITRATE_BPS = 640, 360, 250_000
 
 SITE_TOML = """
 [site]
@@ -128,7 +145,36 @@ def fill_store(
             store.put(chunk)
 
 
-async def main(directory: Path, bind: str, devices_count: int, chunks: int, chunk_kib: int) -> int:
+class LiveFeeder:
+    """Publishes one camera's next live packet every frame interval, on an absolute
+    schedule (a late wake-up publishes at once, then keeps the schedule)."""
+
+    def __init__(self, camera: ReplayedCamera, *, fps: int, clock: Clock) -> None:
+        self._camera = camera
+        self._frame_ns = NS_PER_S // fps
+        self._clock = clock
+
+    async def run(self) -> None:
+        started = self._clock.monotonic_ns()
+        frame = 0
+        while True:
+            delay_ns = started + frame * self._frame_ns - self._clock.monotonic_ns()
+            if delay_ns > 0:
+                await self._clock.sleep(delay_ns / NS_PER_S)
+            self._camera.publish_next(self._clock.now_ns())
+            frame += 1
+
+
+async def main(
+    directory: Path,
+    bind: str,
+    devices_count: int,
+    chunks: int,
+    chunk_kib: int,
+    *,
+    sent_log: Path | None,
+    live_fps: int,
+) -> int:
     clock = SystemClock()
     devices = device_ids(devices_count)
     payload_bytes = chunk_kib * 1024 // PACKETS_PER_CHUNK * PACKETS_PER_CHUNK
@@ -156,6 +202,8 @@ async def main(directory: Path, bind: str, devices_count: int, chunks: int, chun
             payload_bytes=payload_bytes,
             first_start_ns=first_start_ns,
         )
+        relay = LiveRelay()
+        sent = None if sent_log is None else SentLog()
         app, service = bench_site_app(
             config,
             store,
@@ -163,8 +211,23 @@ async def main(directory: Path, bind: str, devices_count: int, chunks: int, chun
             fingerprint=identity.fingerprint,
             clock=clock,
             devices=devices,
-            relay=LiveRelay(),
+            relay=relay,
+            sent=sent,
         )
+        feeder: LiveFeeder | None = None
+        live_device = None
+        live_bitrate = 0.0
+        if live_fps:
+            clip = await asyncio.to_thread(
+                encode_lq_clip,
+                width=LIVE_WIDTH,
+                height=LIVE_HEIGHT,
+                fps=live_fps,
+                bitrate_bps=LIVE_BITRATE_BPS,
+            )
+            live_device, live_bitrate = devices[0], clip.bitrate_bps
+            camera = ReplayedCamera(relay, live_device, clip, site_id=SITE_ID, signer=signer)
+            feeder = LiveFeeder(camera, fps=live_fps, clock=clock)
         server = ApiServer(app, host=bind, port=0, ssl_context=identity.server_ssl_context())
         port = await server.start()
         stop = asyncio.Event()
@@ -184,15 +247,25 @@ async def main(directory: Path, bind: str, devices_count: int, chunks: int, chun
                     "chunk_s": CHUNK_S,
                     "chunks": chunks,
                     "payload_bytes": payload_bytes,
+                    "live_device": live_device,
+                    "live_fps": live_fps,
+                    "live_bitrate_bps": live_bitrate,
                 }
             ),
             flush=True,
         )
+        feeding = None if feeder is None else asyncio.create_task(feeder.run())
         try:
             await stop.wait()
         finally:
+            if feeding is not None:
+                feeding.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await feeding
             await server.stop()
             await service.wait_idle()
+            if sent is not None and sent_log is not None:
+                await asyncio.to_thread(sent.write, sent_log)
     finally:
         await asyncio.to_thread(store.close)
     return 0
@@ -205,6 +278,8 @@ if __name__ == "__main__":
     parser.add_argument("--devices", type=int, default=8)
     parser.add_argument("--chunks", type=int, required=True, help="chunks per device")
     parser.add_argument("--chunk-kib", type=int, default=512)
+    parser.add_argument("--sent-log", type=Path, help="write what the link sent here at exit")
+    parser.add_argument("--live-fps", type=int, default=25, help="the live camera's (0: none)")
     arguments = parser.parse_args()
     sys.exit(
         asyncio.run(
@@ -214,6 +289,8 @@ if __name__ == "__main__":
                 arguments.devices,
                 arguments.chunks,
                 arguments.chunk_kib,
+                sent_log=arguments.sent_log,
+                live_fps=arguments.live_fps,
             )
         )
     )

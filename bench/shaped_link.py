@@ -6,9 +6,10 @@ the site sends crosses the token bucket on its end of the pair, so the shaped ra
 most the site's recordings can travel at. `received_bytes` reads this end's receive
 counter: what the site sent, with headers, but one set of them per GSO packet (up to the
 bucket's burst), where the bucket charges the Ethernet, IP and TCP headers of every segment;
-so the counter understates the headers a little. `bulk_tcp_rate` is the baseline: one
-plain TCP stream of zeros from inside the namespace (bench/zero_sender.py) to here, the
-most any TCP transfer gets through the shaped line.
+so the counter understates the headers a little. `site_tcp_retransmits` counts the segments
+TCP in the namespace sent again (what a cut or the bucket lost). `bulk_tcp_rate` is the
+baseline: one plain TCP stream of zeros from inside the namespace (bench/zero_sender.py) to
+here, the most any TCP transfer gets through the shaped line.
 
 The same construction as the fault tests' namespace (tests/faults/netns.py), which skips a
 test where namespaces are missing; a benchmark instead stops with `NamespaceUnavailable`,
@@ -87,6 +88,16 @@ class ShapedLink:
         if found is None:
             raise RuntimeError(f"tc -s qdisc show dev {self.site_device} names no drops: {out}")
         return int(found.group(1))
+
+    def site_tcp_retransmits(self) -> int:
+        """TCP segments the namespace retransmitted so far (`RetransSegs` of its
+        /proc/net/snmp): what TCP sent again, e.g. what a cut lost."""
+        lines = _run(*self.run_inside(["cat", "/proc/net/snmp"])).splitlines()
+        tcp = [n.split()[1:] for n in lines if n.startswith("Tcp:")]
+        if len(tcp) != 2 or "RetransSegs" not in tcp[0]:
+            raise RuntimeError(f"/proc/net/snmp in {self.name} has no TCP RetransSegs: {lines}")
+        names, values = tcp
+        return int(values[names.index("RetransSegs")])
 
 
 def _run(*command: str) -> str:
