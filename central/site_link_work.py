@@ -6,14 +6,21 @@ shows up at once) and the site's status is reconciled with the open notification
 events sent while the link was down are lost with it. Then the site's events are followed:
 a camera lost or restored, storage low or back to normal raise and clear notifications as they
 happen; the status is read again every `status_interval_s` as a safety net.
+
+The catalog calls (each a SQLite transaction; the writes wait for their fsync) run in a worker
+thread, never on the event loop: a thousand sites that come online together each write their
+device list. A site's calls are made one at a time, in the order its events and status reads
+asked for them, as they were when they ran on the loop.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Callable, Mapping
+from concurrent.futures import Executor
+from typing import Any, TypeVar
 
 from central.catalog.catalog import Catalog
 from central.catalog.records import HardwareDiff, NewDevice, SiteRecord, StreamInfo
@@ -22,6 +29,7 @@ from shared.link_io.client import LinkClient
 from shared.media import MediaKind
 
 _log = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 CAMERA_LOST = "camera_lost"
 STORAGE_LOW = "storage_low"
@@ -60,22 +68,50 @@ def describe_diff(diff: HardwareDiff) -> str:
 class SiteLinkWork:
     """See the module docstring."""
 
-    def __init__(self, catalog: Catalog, *, clock: Clock, status_interval_s: float = 60.0) -> None:
+    def __init__(
+        self,
+        catalog: Catalog,
+        *,
+        clock: Clock,
+        status_interval_s: float = 60.0,
+        catalog_executor: Executor | None = None,
+    ) -> None:
+        """`catalog_executor`: where the catalog calls run (None: the default executor)."""
         self._catalog = catalog
         self._clock = clock
         self._status_interval_s = status_interval_s
+        self._catalog_executor = catalog_executor
+        self._in_turn: dict[str, asyncio.Lock] = {}  # per site served: its calls in order
 
     async def serve(self, site: SiteRecord, link: LinkClient) -> None:
-        diff = self._catalog.apply_hardware(site.site_id, discovered_devices(await link.devices()))
+        in_turn = self._in_turn[site.site_id] = asyncio.Lock()
+        try:
+            await self._serve(site, link)
+        finally:
+            if self._in_turn.get(site.site_id) is in_turn:
+                del self._in_turn[site.site_id]
+
+    async def _serve(self, site: SiteRecord, link: LinkClient) -> None:
+        found = discovered_devices(await link.devices())
+        diff = await self._in_catalog(site, self._catalog.apply_hardware, site.site_id, found)
         _log.info("site %s: device list read (%s)", site.site_id, describe_diff(diff))
         await self._reconcile(site, await link.status())
         polling = asyncio.create_task(self._poll_status(site, link))
         try:
             async with link.events(_EVENT_KINDS) as events:
                 async for event in events:
-                    self._on_event(site, event.kind, event.device_id, event.details)
+                    await self._on_event(site, event.kind, event.device_id, event.details)
         finally:
             polling.cancel()
+
+    async def _in_catalog(self, site: SiteRecord, call: Callable[..., _T], *args: Any) -> _T:
+        """`call(*args)`, a catalog call for `site`, in the catalog executor, after the
+        site's calls asked before it."""
+        async with self._in_turn[site.site_id]:
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(
+                self._catalog_executor, functools.partial(call, *args)
+            )
 
     async def _poll_status(self, site: SiteRecord, link: LinkClient) -> None:
         while True:
@@ -84,45 +120,60 @@ class SiteLinkWork:
 
     async def _reconcile(self, site: SiteRecord, status: Mapping[str, Any]) -> None:
         for camera in status.get("cameras", []):
-            self._camera(site, camera["id"], up=bool(camera["up"]), detail="not giving pictures")
+            up = bool(camera["up"])
+            await self._camera(site, camera["id"], up=up, detail="not giving pictures")
         storage = status.get("storage", {})
         disk_free = storage.get("disk_free_bytes")
         room_needed = storage.get("free_bytes")
         if isinstance(disk_free, int) and isinstance(room_needed, int):
-            self._storage(
+            await self._storage(
                 site, low=disk_free < room_needed, detail="the disk cannot hold the quota"
             )
 
-    def _on_event(
+    async def _on_event(
         self, site: SiteRecord, kind: str, remote_device_id: str, details: Mapping[str, Any]
     ) -> None:
         detail = str(details.get("message") or details.get("reason") or kind)
         if kind in ("camera_lost", "camera_restored"):
-            self._camera(site, remote_device_id, up=kind == "camera_restored", detail=detail)
+            up = kind == "camera_restored"
+            await self._camera(site, remote_device_id, up=up, detail=detail)
         elif kind in ("storage_low", "storage_full", "storage_ok"):
-            self._storage(site, low=kind != "storage_ok", detail=detail)
+            await self._storage(site, low=kind != "storage_ok", detail=detail)
 
-    def _camera(self, site: SiteRecord, remote_device_id: str, *, up: bool, detail: str) -> None:
-        device = self._catalog.device_by_remote(site.site_id, remote_device_id)
+    async def _camera(
+        self, site: SiteRecord, remote_device_id: str, *, up: bool, detail: str
+    ) -> None:
+        now_ns = self._clock.now_ns()
+        await self._in_catalog(
+            site, self._camera_notice, site.site_id, remote_device_id, up, detail, now_ns
+        )
+
+    def _camera_notice(
+        self, site_id: str, remote_device_id: str, up: bool, detail: str, now_ns: int
+    ) -> None:
+        """Raise or clear the camera's notification (blocking)."""
+        device = self._catalog.device_by_remote(site_id, remote_device_id)
         if device is None:
             return  # not granted to the central's account, or not yet listed
-        now_ns = self._clock.now_ns()
         if up:
-            self._catalog.clear_notification(CAMERA_LOST, site.site_id, device.device_id, now_ns)
+            self._catalog.clear_notification(CAMERA_LOST, site_id, device.device_id, now_ns)
         else:
             self._catalog.raise_notification(
                 CAMERA_LOST,
-                site.site_id,
+                site_id,
                 device.device_id,
                 f"camera {device.name!r} lost: {detail}",
                 now_ns,
             )
 
-    def _storage(self, site: SiteRecord, *, low: bool, detail: str) -> None:
+    async def _storage(self, site: SiteRecord, *, low: bool, detail: str) -> None:
         now_ns = self._clock.now_ns()
         if low:
-            self._catalog.raise_notification(
-                STORAGE_LOW, site.site_id, None, f"site storage low: {detail}", now_ns
-            )
+            await self._in_catalog(
+                site, self._catalog.raise_notification,
+                STORAGE_LOW, site.site_id, None, f"site storage low: {detail}", now_ns,
+            )  # fmt: skip
         else:
-            self._catalog.clear_notification(STORAGE_LOW, site.site_id, None, now_ns)
+            await self._in_catalog(
+                site, self._catalog.clear_notification, STORAGE_LOW, site.site_id, None, now_ns
+            )

@@ -9,6 +9,9 @@ without a link is answered at once as offline.
 The work done over each link is a list of `LinkWork`s run side by side (the device list and
 health, live feeds, recording); when one of them ends, the link has failed and the others
 are cancelled with it.
+
+The connectors make their catalog calls in one worker thread of the registry's own (see
+`site_connector`), started with the registry and joined when it stops.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import contextlib
 import logging
 import random
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 from central.catalog.catalog import Catalog
 from central.catalog.records import SiteRecord
@@ -57,16 +61,18 @@ class SiteRegistry:
         self._connectors: dict[str, SiteConnector] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._links: dict[str, LinkClient] = {}
+        self._catalog_executor: ThreadPoolExecutor | None = None
         self._started = False
 
     # -- lifecycle -------------------------------------------------------------------------
 
     async def start(self) -> None:
         """A connector for every site in the catalog."""
+        self._catalog_executor = ThreadPoolExecutor(1, thread_name_prefix="site-connectors")
         self._started = True
         sites = await asyncio.to_thread(self._catalog.sites)
         for site in sites:
-            self._start_connector(site.site_id)
+            self._start_connector(site)
 
     async def stop(self) -> None:
         """Stop every connector and close its link (idempotent)."""
@@ -80,12 +86,16 @@ class SiteRegistry:
         self._tasks.clear()
         self._connectors.clear()
         self._links.clear()
+        executor, self._catalog_executor = self._catalog_executor, None
+        if executor is not None:
+            # The connectors have stopped: this waits for a write still under way, if any.
+            await asyncio.to_thread(executor.shutdown)
 
     # -- what the API changes ----------------------------------------------------------------
 
     def site_added(self, site_id: str) -> None:
         if self._started and site_id not in self._connectors:
-            self._start_connector(site_id)
+            self._start_connector(self._catalog.site(site_id))
 
     async def site_removed(self, site_id: str) -> None:
         """Stop the site's connector (closing its link) and wait until it has stopped."""
@@ -130,15 +140,17 @@ class SiteRegistry:
 
     # -- inside ----------------------------------------------------------------------------
 
-    def _start_connector(self, site_id: str) -> None:
+    def _start_connector(self, site: SiteRecord) -> None:
+        site_id = site.site_id
         connector = SiteConnector(
-            site_id,
+            site,
             catalog=self._catalog,
             dialer=self._dialer,
             work=_RegisteredWork(self, self._works),
             clock=self._clock,
             policy=self._policy,
             rng=self._rng,
+            catalog_executor=self._catalog_executor,
         )
         self._connectors[site_id] = connector
         task = asyncio.create_task(connector.run(), name=f"site-{site_id}")

@@ -1,20 +1,23 @@
 """A site connector against a real site on loopback: it goes online, reads the devices into
-the catalog, follows the site's health, goes offline when the site stops, and refuses a site
-that is not the one that was added."""
+the catalog, follows the site's health, goes offline when the site stops, refuses a site
+that is not the one that was added, dials with new settings once told they changed, and
+makes its catalog writes off the event loop."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import random
+import threading
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 
 from agent.system_events import SystemEvent, SystemEventKind
-from central.catalog.records import NewSite, SiteRecord
+from central.catalog.records import NewSite, Notification, SiteRecord
 from central.catalog.secret_box import SecretBox
 from central.catalog.sqlite_catalog import SqliteCatalog
 from central.connector_state import ConnectorPolicy, ConnectorStatus
@@ -25,6 +28,7 @@ from shared.clock import SystemClock
 from shared.link_io.client import LinkClient
 from shared.link_io.dialing import connect_to_site
 from tests.agent_api.api_site import PASSWORDS
+from tests.central.api.agent_sites import free_port
 from tests.link_io.link_site import LinkSite, running_link_site
 
 POLICY = ConnectorPolicy(
@@ -51,12 +55,43 @@ def _dialer(
     return dial
 
 
+class _WriterNotingCatalog(SqliteCatalog):
+    """A real catalog that notes which thread made each write the connector makes."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.writers: list[tuple[str, threading.Thread]] = []
+
+    def update_site(self, site_id: str, /, **changes: object) -> SiteRecord:
+        self._note("update_site")
+        return super().update_site(site_id, **changes)
+
+    def mark_seen(self, site_id: str, at_ns: int) -> None:
+        self._note("mark_seen")
+        super().mark_seen(site_id, at_ns)
+
+    def raise_notification(
+        self, kind: str, site_id: str | None, device_id: str | None, message: str, at_ns: int
+    ) -> Notification:
+        self._note("raise_notification")
+        return super().raise_notification(kind, site_id, device_id, message, at_ns)
+
+    def _note(self, call: str) -> None:
+        self.writers.append((call, threading.current_thread()))
+
+
 @contextlib.asynccontextmanager
 async def _connected(
-    tmp_path: Path, site: LinkSite, *, remote_site_id: str | None = None
+    tmp_path: Path,
+    site: LinkSite,
+    *,
+    remote_site_id: str | None = None,
+    port: int | None = None,
+    catalog_type: type[SqliteCatalog] = SqliteCatalog,
 ) -> AsyncIterator[tuple[SqliteCatalog, SiteConnector, str]]:
+    """A connector for `site` (at `port` instead of the site's own, if given)."""
     clock = SystemClock()
-    catalog = SqliteCatalog.open(
+    catalog = catalog_type.open(
         tmp_path / "central" / "catalog.sqlite",
         clock=clock,
         secret_box=SecretBox.load_or_create(tmp_path / "secret.key"),
@@ -66,7 +101,7 @@ async def _connected(
             name="Shop",
             dial="central",
             address="127.0.0.1",
-            port=site.port,
+            port=site.port if port is None else port,
             scheme="https",
             username="clerk",
             fingerprint=site.identity.fingerprint.replace(":", "").lower(),
@@ -76,7 +111,7 @@ async def _connected(
     )
     async with aiohttp.ClientSession() as http:
         connector = SiteConnector(
-            record.site_id,
+            record,
             catalog=catalog,
             dialer=_dialer(http, catalog, site),
             work=SiteLinkWork(catalog, clock=clock, status_interval_s=60),
@@ -145,13 +180,17 @@ async def test_a_site_that_went_away_is_offline_and_notified(tmp_path: Path) -> 
 
 @contextlib.asynccontextmanager
 async def _connected_until_site_stops(
-    tmp_path: Path,
+    tmp_path: Path, catalog_type: type[SqliteCatalog] = SqliteCatalog
 ) -> AsyncIterator[tuple[SqliteCatalog, SiteConnector, str]]:
     site_cm = running_link_site(tmp_path / "site")
     site = await site_cm.__aenter__()
     stopped = False
     try:
-        async with _connected(tmp_path, site) as (catalog, connector, site_id):
+        async with _connected(tmp_path, site, catalog_type=catalog_type) as (
+            catalog,
+            connector,
+            site_id,
+        ):
             await _until(lambda: connector.view.status is ConnectorStatus.ONLINE)
             await site_cm.__aexit__(None, None, None)
             stopped = True
@@ -159,6 +198,29 @@ async def _connected_until_site_stops(
     finally:
         if not stopped:
             await site_cm.__aexit__(None, None, None)
+
+
+async def test_the_catalog_writes_are_made_off_the_event_loop(tmp_path: Path) -> None:
+    async with _connected_until_site_stops(tmp_path, _WriterNotingCatalog) as (catalog, _c, _s):
+        assert isinstance(catalog, _WriterNotingCatalog)
+        await _until(lambda: any(c == "raise_notification" for c, _ in catalog.writers))
+        calls = {call for call, _ in catalog.writers}
+        assert {"update_site", "mark_seen", "raise_notification"} <= calls
+        loop_thread = threading.current_thread()
+        assert [c for c, thread in catalog.writers if thread is loop_thread] == []
+
+
+async def test_new_settings_are_used_once_the_connector_is_told(tmp_path: Path) -> None:
+    async with (
+        running_link_site(tmp_path / "site") as site,
+        _connected(tmp_path, site, port=free_port()) as (catalog, connector, site_id),
+    ):
+        # Nothing listens at the first port: it retries, with backoff, and stays offline.
+        await _until(lambda: connector.view.failures >= 2)
+        assert connector.view.status in (ConnectorStatus.OFFLINE, ConnectorStatus.CONNECTING)
+        await asyncio.to_thread(catalog.update_site, site_id, port=site.port)
+        connector.settings_changed()
+        await _until(lambda: connector.view.status is ConnectorStatus.ONLINE)
 
 
 async def test_a_different_site_at_the_address_is_untrusted(tmp_path: Path) -> None:
@@ -183,7 +245,7 @@ async def test_a_site_that_dials_in_again_over_a_dead_link_is_not_left_online(
         record, _ = catalog.add_site(NewSite(name="Bus", dial="site"), None)
         async with aiohttp.ClientSession() as http:
             connector = SiteConnector(
-                record.site_id,
+                record,
                 catalog=catalog,
                 dialer=_dialer(http, catalog, site),
                 work=SiteLinkWork(catalog, clock=clock, status_interval_s=60),
