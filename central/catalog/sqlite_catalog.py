@@ -34,6 +34,7 @@ import threading
 from collections.abc import Collection, Iterator, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 from central.catalog import sqlite_retrieval_rules as retrieval_rules
 from central.catalog import sqlite_retrievals as retrievals
@@ -258,16 +259,14 @@ class SqliteCatalog:
         return [site_from_row(row) for row in rows]
 
     def sites_by_id(self, site_ids: Sequence[str]) -> dict[str, SiteRecord]:
-        found: dict[str, SiteRecord] = {}
+        rows: list[Any] = []
         with self._reading() as db:
             for part, marks in _id_parts(site_ids):
-                rows = db.execute(
+                rows += db.execute(
                     f"SELECT {_SITES} FROM sites WHERE site_id IN ({marks})", part
                 ).fetchall()
-                for row in rows:
-                    site = site_from_row(row)
-                    found[site.site_id] = site
-        return found
+        sites = (site_from_row(row) for row in rows)  # built outside the lock
+        return {site.site_id: site for site in sites}
 
     def present_device_counts(self, site_ids: Sequence[str] | None = None) -> dict[str, int]:
         query = "SELECT site_id, count(*) FROM devices WHERE present = 1"
@@ -362,7 +361,9 @@ class SqliteCatalog:
         with self._reading() as db:
             if site_id is not None:
                 _site_in(db, site_id)
-            return _devices_in(db, site_id, present_only=present_only)
+            rows = _device_rows_in(db, site_id, present_only=present_only)
+        # Built outside the lock: for a long list, the records take longer than the query.
+        return [device_from_row(row) for row in rows]
 
     def devices_page(
         self,
@@ -911,6 +912,12 @@ def _device_in(db: sqlite3.Connection, device_id: str) -> DeviceRecord:
 def _devices_in(
     db: sqlite3.Connection, site_id: str | None, *, present_only: bool
 ) -> list[DeviceRecord]:
+    return [device_from_row(row) for row in _device_rows_in(db, site_id, present_only=present_only)]
+
+
+def _device_rows_in(
+    db: sqlite3.Connection, site_id: str | None, *, present_only: bool
+) -> list[Any]:
     conditions: list[str] = []
     params: list[object] = []
     if site_id is not None:
@@ -919,11 +926,10 @@ def _devices_in(
     if present_only:
         conditions.append("present = 1")
     where = f"WHERE {' AND '.join(conditions)}" if conditions else ""
-    rows = db.execute(
+    return db.execute(
         f"SELECT {_DEVICES} FROM devices {where} ORDER BY site_id, rowid",
         params,
     ).fetchall()
-    return [device_from_row(row) for row in rows]
 
 
 def _update_device_row(db: sqlite3.Connection, device: DeviceRecord) -> None:
