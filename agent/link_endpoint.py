@@ -21,6 +21,7 @@ from shared.clock import Clock
 from shared.link.connection import LinkConnection
 from shared.link.messages import LinkRole
 from shared.link_io.dialing import WEBSOCKET_MAX_MESSAGE_BYTES, pinned_ssl
+from shared.link_io.send_buffers import bound_send_buffers, client_transport
 from shared.link_io.session import LinkSession, SessionEnd, WebSocketLike
 from shared.live_relay import LiveRelay
 
@@ -50,14 +51,22 @@ async def serve_link(
         await server.wait_closed()
 
 
+async def accept_link_websocket(request: web.Request) -> web.WebSocketResponse:
+    """The WebSocket of a link the central dials, its send buffers bounded (live goes
+    before retrieval on the line too, see `shared.link_io.send_buffers`)."""
+    websocket = web.WebSocketResponse(max_msg_size=WEBSOCKET_MAX_MESSAGE_BYTES)
+    await websocket.prepare(request)
+    bound_send_buffers(request.transport)
+    return websocket
+
+
 def link_route(
     *, events: EventHub, live: LiveRelay, clock: Clock, software: str, read_timeout_s: float
 ) -> web.RouteDef:
     """`GET /api/v1/link`: the central dials in with the bearer token of a site account."""
 
     async def handle(request: web.Request) -> web.WebSocketResponse:
-        websocket = web.WebSocketResponse(max_msg_size=WEBSOCKET_MAX_MESSAGE_BYTES)
-        await websocket.prepare(request)
+        websocket = await accept_link_websocket(request)
         end = await serve_link(
             websocket,
             request[PRINCIPAL],
@@ -139,6 +148,7 @@ class CentralUplink:
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
             self._problem(f"cannot reach the central: {exc or type(exc).__name__}")
             return None
+        bound_send_buffers(client_transport(websocket))  # live goes before retrieval on the line
         opened_at_ns = self._clock.monotonic_ns()
         self.connected = True
         self.sessions += 1

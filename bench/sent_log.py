@@ -27,14 +27,13 @@ import aiohttp
 from aiohttp import web
 
 from agent.event_hub import EventHub
-from agent.link_endpoint import LINK_ROUTE_PATH, serve_link
+from agent.link_endpoint import LINK_ROUTE_PATH, accept_link_websocket, serve_link
 from agent.web_api import PRINCIPAL, SERVICE
 from shared.chunk import ChunkHeader
 from shared.clock import Clock
 from shared.link import messages as m
 from shared.link.framing import MAX_FRAME_LIMIT, FrameReader
 from shared.link.wire import decode_message
-from shared.link_io.dialing import WEBSOCKET_MAX_MESSAGE_BYTES
 from shared.live_relay import LiveRelay
 
 _FRAME_PREFIX_BYTES = 4
@@ -185,8 +184,7 @@ def counting_link_route(
     recorded in `log`."""
 
     async def handle(request: web.Request) -> web.WebSocketResponse:
-        websocket = web.WebSocketResponse(max_msg_size=WEBSOCKET_MAX_MESSAGE_BYTES)
-        await websocket.prepare(request)
+        websocket = await accept_link_websocket(request)
         index = log.session_opened(clock.monotonic_ns())
         reason = "stopped"
         try:
