@@ -66,7 +66,6 @@ from central.retrieval.stream_rate import RateReading, StreamRate
 from shared.clock import NS_PER_S, Clock
 from shared.link import messages as m
 from shared.link_io.client import (
-    DEFAULT_TRANSFER_WINDOW_BYTES,
     LinkClient,
     LinkLost,
     RequestFailed,
@@ -79,6 +78,17 @@ from shared.transfer_acceptance import (
     TransferCursor,
     TransferExpectation,
 )
+
+UNPACED_WINDOW_BYTES = 64 * 1024
+"""The credit window of a transfer the site does not pace (no cap, or a site before link
+protocol 3). The site queues a stream's next chunk as soon as the stream has credit, so every
+chunk it has queued and the central has not yet committed is sent again after a cut that
+ends the link. With a window smaller than a chunk, the central's credit for a chunk's rest,
+granted when the chunk's head arrives, is all the site has: each stream has one chunk out
+at a time (of small chunks, audio or a low-quality stream, at most this window's worth and
+one more), so a cut re-sends at most one chunk per stream. The price is a round trip and a
+commit between one chunk of a stream and the next, which the other streams of the job fill
+when devices run in parallel (docs/benchmarks.md, retrieval)."""
 
 _log = logging.getLogger(__name__)
 _T = TypeVar("_T")
@@ -300,9 +310,9 @@ class _SiteRun:
 
     def _window_bytes(self) -> int:
         """The next transfer's credit window."""
-        if not self._site_paces:
-            return DEFAULT_TRANSFER_WINDOW_BYTES
-        return paced_window_bytes(self._paced_bps)
+        if self._site_paces and self._paced_bps is not None:
+            return paced_window_bytes(self._paced_bps)
+        return UNPACED_WINDOW_BYTES
 
     def _soonest(self, now_ns: int, other_ns: int | None) -> float | None:
         """Seconds until the window opens (`other_ns`) or a resting stream may go on."""
