@@ -1,13 +1,16 @@
 """Central benchmark: login and device listing with 1,000 sites against 1 site.
 
-    .venv/bin/python bench/central_listing.py            # about 3.5 minutes
-    .venv/bin/python bench/central_listing.py --quick    # about 1 minute
+    .venv/bin/python bench/central_listing.py            # about 9 minutes
+    .venv/bin/python bench/central_listing.py --quick    # about 2.5 minutes
+    .venv/bin/python bench/central_listing.py --quick --rounds 200 --spread-s 200  # to profile
 
-A real central (`siteline central run`, a child process, HTTPS) is started three times:
+A real central (`siteline central run`, a child process, HTTPS) is started four times:
 
 - baseline: 1 site with 6 devices;
 - 1,000 sites with 6 devices each, whose ports are closed: every dial fails at once and
   every connector retries with backoff in the background (the busiest failure);
+- the same 1,000 sites, disabled: the same catalog and answers with no connector at work,
+  which tells what the number of sites costs from what their connectors cost;
 - 1,000 sites whose addresses accept TCP connections and never answer (nothing fails fast).
 
 The sites are written into the catalog before the central starts (as if added long ago), so
@@ -17,9 +20,12 @@ client runs in this process: after a warm-up it times, round after round, `POST
 /api/v1/auth/login` (scrypt), `GET /api/v1/devices` and `GET /api/v1/sites`, and the paged
 forms `?limit=100` of both and `GET /api/v1/devices?limit=6` (the same answer at both
 scales: one site's devices), with the rounds spread over the window that includes the
-start-up and the offline notices; then the central's CPU over a few seconds with no request.
+start-up and the offline notices; then, the steady phase, login and the pages alone for 80 s
+(quick: 10 s), with no complete list between them; then the central's CPU over a few seconds
+with no request.
 It prints median and 95th percentile per request and the ratio of the 1,000-site figure to
-the 1-site one.
+the 1-site one, and the central's CPU, of which its main thread's (the event loop's). Each
+central's process id is printed when it starts, for a profiler (`py-spy record --pid`).
 
 Goal: ratio at most 1.2 for login and listing.
 """
@@ -56,21 +62,25 @@ PAGE = 100
 SMALL_PAGE = 6
 SILENT = "silent"
 CLOSED = "closed"
+DISABLED = "disabled"
 
 
 @dataclass(frozen=True)
 class Scenario:
     label: str
     sites: int
-    unreachable: str  # CLOSED or SILENT
+    unreachable: str  # CLOSED, SILENT or DISABLED (closed ports, and the sites switched off)
 
 
 @dataclass
 class Timings:
     seconds: dict[str, list[float]] = field(default_factory=dict)
+    steady: dict[str, list[float]] = field(default_factory=dict)  # pages alone, after start-up
     sizes: dict[str, int] = field(default_factory=dict)
     central_cores: float = 0.0
+    loop_cores: float = 0.0  # of which its main thread, the event loop's
     quiet_cores: float = 0.0  # the central's own CPU with no request at all
+    quiet_loop_cores: float = 0.0
     states: Counter[str] = field(default_factory=Counter)
 
 
@@ -94,7 +104,7 @@ def site_devices(index: int) -> list[NewDevice]:
     ]  # fmt: skip
 
 
-def write_sites(folder: CentralFolder, count: int, port: int) -> None:
+def write_sites(folder: CentralFolder, count: int, port: int, *, enabled: bool = True) -> None:
     """`count` sites the central dials at 127.0.x.y:`port`, plain HTTP (blocking)."""
     catalog = open_catalog(folder)
     try:
@@ -107,6 +117,7 @@ def write_sites(folder: CentralFolder, count: int, port: int) -> None:
                     port=port,
                     scheme="http",
                     username="u",
+                    enabled=enabled,
                 ),
                 "pw-of-the-site",
                 site_devices(index),
@@ -158,6 +169,8 @@ async def measure(
     *,
     rounds: int,
     spread_s: float,
+    steady_rounds: int,
+    steady_s: float,
     quiet_s: float,
 ) -> Timings:
     timings = Timings()
@@ -208,31 +221,63 @@ async def measure(
             timings.sizes[name] = size
         next_round = started + (index + 1) * spread_s / rounds
         await asyncio.sleep(max(0.0, next_round - time.monotonic()))
-    timings.central_cores = window.stop()["central"].cores
+    shares = window.stop()
+    timings.central_cores = shares["central"].cores
+    timings.loop_cores = shares["central main thread"].cores
+    # The steady state: the start-up's dial waves are over (the connectors retry every
+    # 60-75 s from then on) and nobody asks for a complete list, whose answer (megabytes) leaves its
+    # garbage and cold caches to the request after it. Login and pages alone, interleaved.
+    steady = {name: call for name, call in calls.items() if "limit=" in name or "login" in name}
+    started = time.monotonic()
+    for index in range(steady_rounds):
+        for name, call in steady.items():
+            seconds, _size = await timed(call)
+            timings.steady.setdefault(name, []).append(seconds)
+        next_round = started + (index + 1) * steady_s / steady_rounds
+        await asyncio.sleep(max(0.0, next_round - time.monotonic()))
     quiet = CpuWindow({"central": central.pid})
     quiet.start()
     await asyncio.sleep(quiet_s)
-    timings.quiet_cores = quiet.stop()["central"].cores
+    shares = quiet.stop()
+    timings.quiet_cores = shares["central"].cores
+    timings.quiet_loop_cores = shares["central main thread"].cores
     sites = await client.call("GET", "/sites")
     timings.states = Counter(s["status"]["state"] for s in sites["sites"])
     return timings
 
 
 async def run_scenario(
-    scenario: Scenario, directory: Path, *, rounds: int, spread_s: float, quiet_s: float
+    scenario: Scenario,
+    directory: Path,
+    *,
+    rounds: int,
+    spread_s: float,
+    steady_rounds: int,
+    steady_s: float,
+    quiet_s: float,
 ) -> Timings:
     folder = await asyncio.to_thread(make_central, directory)
     port = free_port()
-    await asyncio.to_thread(write_sites, folder, scenario.sites, port)
+    enabled = scenario.unreachable != DISABLED
+    await asyncio.to_thread(write_sites, folder, scenario.sites, port, enabled=enabled)
     listeners = None
     if scenario.unreachable == SILENT:
         listeners = SilentListeners(site_addresses(scenario.sites), port)
         await listeners.__aenter__()
     central = await CentralProcess.start(folder)
+    print(f"  {scenario.label}: the central runs as process {central.pid}", flush=True)
     client = CentralClient(central.base_url, central.fingerprint)
     try:
         await client.login()
-        timings = await measure(client, central, rounds=rounds, spread_s=spread_s, quiet_s=quiet_s)
+        timings = await measure(
+            client,
+            central,
+            rounds=rounds,
+            spread_s=spread_s,
+            steady_rounds=steady_rounds,
+            steady_s=steady_s,
+            quiet_s=quiet_s,
+        )
     finally:
         await client.close()
         await central.stop()
@@ -242,43 +287,74 @@ async def run_scenario(
     states = ", ".join(f"{n} {s}" for s, n in sorted(timings.states.items()))
     print(
         f"  {scenario.label}: the central used {timings.central_cores * 100:.0f}% of a core "
-        f"while measured, {timings.quiet_cores * 100:.0f}% in the {quiet_s:.0f} s after "
-        f"with no request; sites at the end: {states}{extra}"
+        f"(its event loop {timings.loop_cores * 100:.0f}%) while measured, "
+        f"{timings.quiet_cores * 100:.0f}% (loop {timings.quiet_loop_cores * 100:.0f}%) in "
+        f"the {quiet_s:.0f} s after with no request; sites at the end: {states}{extra}"
     )
     return timings
 
 
 def report(scenarios: list[Scenario], results: list[Timings]) -> None:
+    phases: list[tuple[str, Callable[[Timings], dict[str, list[float]]]]] = [
+        ("start-up (every request, the first seconds of the central)", lambda t: t.seconds),
+        ("steady (login and pages alone, after the start-up)", lambda t: t.steady),
+    ]
+    for title, phase in phases:
+        print(f"\n{title}")
+        report_phase(scenarios, [phase(r) for r in results], [r.sizes for r in results])
+
+
+def report_phase(
+    scenarios: list[Scenario], results: list[dict[str, list[float]]], sizes: list[dict[str, int]]
+) -> None:
     base = results[0]
-    print()
     header = f"{'request':<26}" + "".join(f"{s.label:>28}" for s in scenarios)
-    print(header + "   (median / p95 ms; ratio to 1 site)")
-    for name in base.seconds:
+    print(header + "   (median / p95 ms, answer size)")
+    for name in base:
         cells = []
-        for result in results:
-            values = result.seconds[name]
+        for result, size in zip(results, sizes, strict=True):
+            values = result[name]
             cells.append(
                 f"{statistics.median(values) * 1e3:9.1f} /{percentile(values, 0.95) * 1e3:7.1f}"
-                f" {result.sizes[name] / 1024:7.0f}K"
+                f" {size.get(name, 0) / 1024:7.0f}K"
             )
         print(f"{name:<26}" + "".join(f"{c:>28}" for c in cells))
-    print()
     for scenario, result in zip(scenarios[1:], results[1:], strict=True):
         print(f"ratios, {scenario.label} / {scenarios[0].label} (goal <= {GOAL_RATIO}):")
-        for name, values in result.seconds.items():
-            median_ratio = statistics.median(values) / statistics.median(base.seconds[name])
-            p95_ratio = percentile(values, 0.95) / percentile(base.seconds[name], 0.95)
+        for name, values in result.items():
+            median_ratio = statistics.median(values) / statistics.median(base[name])
+            p95_ratio = percentile(values, 0.95) / percentile(base[name], 0.95)
             verdict = "met" if median_ratio <= GOAL_RATIO else "NOT met"
             print(f"  {name:<26} median {median_ratio:6.2f}   p95 {p95_ratio:6.2f}   {verdict}")
+    idle = [r for s, r in zip(scenarios, results, strict=True) if s.unreachable == DISABLED]
+    for scenario, result in zip(scenarios, results, strict=True):
+        if not idle or scenario.sites == 1 or scenario.unreachable == DISABLED:
+            continue
+        # The same catalog and answers: what is left is what the connectors cost.
+        print(f"ratios, {scenario.label} / disabled (the connectors' share):")
+        for name, values in result.items():
+            median_ratio = statistics.median(values) / statistics.median(idle[0][name])
+            p95_ratio = percentile(values, 0.95) / percentile(idle[0][name], 0.95)
+            print(f"  {name:<26} median {median_ratio:6.2f}   p95 {p95_ratio:6.2f}")
 
 
-async def main(quick: bool) -> int:
-    rounds, spread_s, quiet_s = (20, 20.0, 5.0) if quick else (50, 45.0, 10.0)
-    scenarios = [Scenario("1 site", 1, CLOSED), Scenario("1,000 sites, closed", 1000, CLOSED)]
+async def main(quick: bool, rounds: int | None, spread_s: float | None) -> int:
+    default_rounds, default_spread_s, quiet_s = (20, 20.0, 5.0) if quick else (50, 45.0, 10.0)
+    # Default: the steady phase (45-125 s) holds the connectors' first retry at the capped
+    # backoff (91-106 s), the wave they repeat every 60-75 s from then on; quick: none.
+    steady_rounds, steady_s = (100, 10.0) if quick else (400, 80.0)
+    rounds = default_rounds if rounds is None else rounds
+    spread_s = default_spread_s if spread_s is None else spread_s
+    scenarios = [
+        Scenario("1 site", 1, CLOSED),
+        Scenario("1,000 sites, closed", 1000, CLOSED),
+        Scenario("1,000 sites, disabled", 1000, DISABLED),
+    ]
     if not quick:
         scenarios.append(Scenario("1,000 sites, silent", 1000, SILENT))
     print(
-        f"{rounds} rounds over {spread_s:.0f} s after a warm-up of 3, each site with 6 devices, "
+        f"{rounds} rounds over {spread_s:.0f} s after a warm-up of 3, then {steady_rounds} "
+        f"rounds of login and pages over {steady_s:.0f} s; each site with 6 devices, "
         "HTTPS on loopback, central in a child process"
     )
     results = []
@@ -291,6 +367,8 @@ async def main(quick: bool) -> int:
                     Path(tmp) / f"central-{index}",
                     rounds=rounds,
                     spread_s=spread_s,
+                    steady_rounds=steady_rounds,
+                    steady_s=steady_s,
                     quiet_s=quiet_s,
                 )
             )
@@ -302,5 +380,9 @@ async def main(quick: bool) -> int:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer rounds, no silent sites")
+    parser.add_argument("--rounds", type=int, help="rounds of requests (default 50; quick 20)")
+    parser.add_argument(
+        "--spread-s", type=float, help="seconds the rounds are spread over (default 45; quick 20)"
+    )
     arguments = parser.parse_args()
-    sys.exit(asyncio.run(main(arguments.quick)))
+    sys.exit(asyncio.run(main(arguments.quick, arguments.rounds, arguments.spread_s)))
