@@ -449,7 +449,10 @@ class LinkConnection:
             if stream.cancelling:
                 return
             if isinstance(item, m.ChunkHead) and chunk is None:
-                events.append(ev.ChunkStarted(item.request_id, item.payload_size))
+                started = ev.ChunkStarted(
+                    item.request_id, item.payload_size, stream.credit.outstanding
+                )
+                events.append(started)
             if chunk is not None:
                 events.append(chunk)
         elif stream.cancelling:

@@ -61,10 +61,16 @@ class FailureReceived:
 @dataclass(frozen=True, slots=True)
 class ChunkStarted:
     """A chunk's head arrived; `payload_size` bytes of payload follow. A receiver whose
-    credit is smaller than that must grant more, or the chunk can never complete."""
+    credit is smaller than that must grant more, or the chunk can never complete.
+
+    `credit_left`: the stream's outstanding credit just after the head was charged. That is
+    what the payload can still use: by the time the receiver reads this event, the same
+    message may have brought payload pieces that already used some of it, which
+    `outstanding_credit` then no longer shows."""
 
     request_id: int
     payload_size: int
+    credit_left: int
 
 
 @dataclass(frozen=True, slots=True)

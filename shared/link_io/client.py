@@ -229,7 +229,9 @@ class LinkClient:
                 event = await queue.get()
                 if isinstance(event, ev.ChunkStarted):
                     needed = _payload_frames_bytes(event.payload_size)
-                    shortfall = needed - self.connection.outstanding_credit(request_id)
+                    # Not outstanding_credit(): pieces of this payload that came in the same
+                    # message have used some already, and would be lent twice.
+                    shortfall = needed - event.credit_left
                     if shortfall > 0:
                         lent += shortfall
                         await self._grant_paced(request_id, shortfall, gate)

@@ -414,3 +414,25 @@ def test_seals_after_a_cancel_are_dropped_by_the_asker() -> None:
     assert not any(isinstance(e, ev.LiveSealedReceived) for e in pump.events_a)
     assert pump.events_a[-1] == ev.StreamEnded(1, m.StreamOutcome.CANCELLED, "", False)
     assert site.send_live_sealed(1, b"h", bytes(64)) is False  # the stream is over
+
+
+def test_chunk_started_tells_the_credit_left_when_the_head_came_not_when_read() -> None:
+    """A head and the first payload pieces often come in one message; by the time the
+    receiver reads ChunkStarted the pieces have used credit too. `credit_left` is the credit
+    just after the head, what the whole payload can use, so a receiver that lends the rest
+    does not lend those pieces' bytes twice."""
+    central, site, pump = _open_pair()
+    window = 50_000
+    chunk = _chunks(1, payload_size=120_000)[0]
+    central.send_request(
+        m.TransferRequest(1, "cam-1", "hq", 0, 1 << 62, None, window, m.Priority.BACKGROUND)
+    )
+    pump.step()
+    pump.step()
+    ChunkListServer(site, [chunk]).handle(pump.events_b[-1:])
+    events = central.receive(site.data_to_send(1 << 30))  # the head and a window of payload
+    [started] = [e for e in events if isinstance(e, ev.ChunkStarted)]
+    head_frame = len(_frame(m.ChunkHead(1, chunk.header_bytes, chunk.signature, 120_000)))
+    assert started.payload_size == 120_000
+    assert started.credit_left == window - head_frame
+    assert central.outstanding_credit(1) < started.credit_left  # the pieces used some

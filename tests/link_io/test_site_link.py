@@ -440,3 +440,49 @@ async def test_every_link_operation_hides_a_forbidden_device(tmp_path: Path) -> 
             assert await clerk.list_holds() == []
         async with dial(site, "nobody") as nobody:
             assert await nobody.devices() == []
+
+
+@pytest.mark.parametrize(
+    ("window_chunks", "next_chunk_sent"),
+    [(0.5, False), (8, True)],
+    ids=["window-smaller-than-a-chunk", "window-of-several-chunks"],
+)
+async def test_with_a_window_smaller_than_a_chunk_the_site_has_one_chunk_out(
+    tmp_path: Path, window_chunks: float, next_chunk_sent: bool
+) -> None:
+    """What a cut that ends the link makes the site send again is what it sent beyond the
+    last committed chunk. With a window smaller than a chunk (the central's retrieval without
+    a cap), the credit lent for the chunk under way is all the site has: until the central
+    has committed the first chunk, nothing of the next arrives. The control: with a window
+    of several chunks the next one does, so the measure can tell."""
+    async with running_link_site(tmp_path) as site, dial(site) as client:
+        await site.wait_for_chunks("cam-a", "hq", 4)
+        stored = await asyncio.to_thread(
+            site.store.chunks_after_seq, "cam-a", "hq", -1, limit=4, max_bytes=1 << 40
+        )
+        smallest = min(len(chunk.payload) for chunk in stored)
+        beyond_the_first: list[int] = []
+        before_the_request = client.session.bytes_received
+
+        async def slow_first_commit(accepted: AcceptedChunk) -> None:
+            if not beyond_the_first:
+                await asyncio.sleep(1.0)
+                chunk = accepted.chunk
+                own = len(chunk.header_bytes) + len(chunk.signature) + len(chunk.payload)
+                received = client.session.bytes_received - before_the_request
+                beyond_the_first.append(received - own)
+
+        await client.transfer(
+            _expectation(site, "cam-a", "hq"),
+            TransferCursor(),
+            0,
+            stored[3].header.end_ns,
+            commit=slow_first_commit,
+            window_bytes=max(1024, int(smallest * window_chunks)),
+        )
+        [beyond] = beyond_the_first
+        framing = 1024  # the chunk's frame headers, and the link's own small messages
+        if next_chunk_sent:
+            assert beyond >= smallest, f"{beyond} bytes; chunks of {smallest} bytes or more"
+        else:
+            assert beyond < framing, f"{beyond} bytes of the next chunks came before the commit"
