@@ -134,7 +134,10 @@ class CentralAccounts:
         token = secrets.token_urlsafe(32)
         now_ns = self._clock.now_ns()
         expires_ns = now_ns + self._ttl_ns
-        self._catalog.store_token(_digest(token), user.username, now_ns, expires_ns)
+        # A synced write: in a worker thread, not on the loop that answers the other requests.
+        await asyncio.to_thread(
+            self._catalog.store_token, _digest(token), user.username, now_ns, expires_ns
+        )
         return Session(token, user.username, expires_ns)
 
     def authenticate(self, token: str) -> Principal | None:
@@ -149,10 +152,10 @@ class CentralAccounts:
             return None
         return Principal(user.username, user.role)
 
-    def logout(self, token: str) -> bool:
+    async def logout(self, token: str) -> bool:
         if not token or len(token) > MAX_TOKEN_CHARS:
             return False
-        return self._catalog.revoke_token(_digest(token))
+        return await asyncio.to_thread(self._catalog.revoke_token, _digest(token))
 
     def purge_expired(self) -> int:
         return self._catalog.purge_expired_tokens(self._clock.now_ns())

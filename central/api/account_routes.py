@@ -49,7 +49,7 @@ async def _login(request: web.Request) -> web.Response:
 
 async def _logout(request: web.Request) -> web.Response:
     no_query(request)
-    request.app[SERVICES].accounts.logout(request[TOKEN])
+    await request.app[SERVICES].accounts.logout(request[TOKEN])
     return web.Response(status=204)
 
 
