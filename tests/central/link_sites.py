@@ -1,8 +1,12 @@
 """Adding a running link site (`tests/link_io/link_site.py`) to a running central, as the
 central tests do: by address and port (the site's own, or a proxy's), with its pinned
-certificate and the site's admin account."""
+certificate and the site's admin account; and waiting for the retrievals the central makes
+by itself for such a site."""
 
 from __future__ import annotations
+
+import asyncio
+from typing import Any
 
 from tests.agent_api.api_site import PASSWORDS
 from tests.central.central_fixture import RunningCentral
@@ -28,3 +32,17 @@ async def add_link_site(
     status, body = await central.call("GET", f"/devices?site={added['id']}")
     assert status == 200, body
     return added["id"], {d["remote_device_id"]: d["id"] for d in body["devices"]}
+
+
+async def reconnect_jobs_once_ended(
+    central: RunningCentral, *, timeout_s: float
+) -> list[dict[str, Any]]:
+    """The central's jobs of origin `reconnect`, once there is one and all have ended
+    (completed or failed; bounded polling)."""
+    async with asyncio.timeout(timeout_s):
+        while True:
+            _, listed = await central.call("GET", "/retrievals")
+            jobs = [j for j in listed["retrievals"] if j["origin"] == "reconnect"]
+            if jobs and all(j["state"] in ("completed", "failed") for j in jobs):
+                return jobs
+            await asyncio.sleep(0.2)

@@ -17,7 +17,7 @@ from central.relay_recording import LiveItem, RelayRecording
 from shared.chunk import ChunkHeader
 from shared.link import events as ev
 from tests.central.central_fixture import running_central
-from tests.central.link_sites import add_link_site
+from tests.central.link_sites import add_link_site, reconnect_jobs_once_ended
 from tests.link_io.link_site import running_link_site
 
 WAIT_S = 60.0
@@ -94,13 +94,7 @@ async def test_a_chunk_missed_while_the_link_stays_up_is_retrieved(
         assert f"missed chunk seq {missed.seq}: packet" in problems
         remote = site.config.site.id
         store = central.node.store
-        async with asyncio.timeout(WAIT_S):
-            while True:
-                _, listed = await central.call("GET", "/retrievals")
-                jobs = [j for j in listed["retrievals"] if j["origin"] == "reconnect"]
-                if jobs and all(j["state"] in ("completed", "failed") for j in jobs):
-                    break
-                await asyncio.sleep(0.2)
+        jobs = await reconnect_jobs_once_ended(central, timeout_s=WAIT_S)
         (job,) = jobs  # the chunk the stream was joined in the middle of is not a hole
         assert job["state"] == "completed", job
         assert (job["quality"], job["device_ids"]) == ("lq", [cam_a])

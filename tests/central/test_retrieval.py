@@ -16,7 +16,7 @@ from shared.api_input import format_instant, parse_instant
 from shared.store.chunk_meta import ChunkMeta
 from tests.central.central_fixture import ADMIN_PASSWORD, RunningCentral, running_central
 from tests.central.cli_process import central_env, siteline
-from tests.central.link_sites import add_link_site
+from tests.central.link_sites import add_link_site, reconnect_jobs_once_ended
 from tests.link_io.link_site import LinkSite, TcpProxy, running_link_site
 
 WAIT_S = 60.0
@@ -282,13 +282,7 @@ async def test_what_the_central_missed_while_the_link_was_down_is_retrieved(
         await asyncio.sleep(12)  # longer than the smallest gap worth a retrieval
         await line.up()
         await _site_until(central, site_id, lambda state: state == "online")
-        async with asyncio.timeout(WAIT_S):
-            while True:
-                _, listed = await central.call("GET", "/retrievals")
-                jobs = [j for j in listed["retrievals"] if j["origin"] == "reconnect"]
-                if jobs and all(j["state"] in ("completed", "failed") for j in jobs):
-                    break
-                await asyncio.sleep(0.2)
+        jobs = await reconnect_jobs_once_ended(central, timeout_s=WAIT_S)
         # One job for the outage; a chunk the new live stream joined mid-way may add a small
         # one of its own (a missed live chunk is fetched too).
         def span_ns(j: dict[str, Any]) -> int:
