@@ -85,15 +85,17 @@ class CameraSupervisor:
             self.configs = configs
             if self._on_open is not None:
                 await self._on_open(configs)
+            on_packet = self._on_packet
             while True:
                 try:
-                    packet = await self._source.read()
+                    packets = await self._source.read_batch()
                 except Exception as exc:
                     self._failed(exc)
                     return opened_at_ns
                 if not self.connected:
                     self._restored()
-                await self._on_packet(packet)
+                for packet in packets:
+                    await on_packet(packet)
         finally:
             self.connected = False
             # Shield the close so a cancellation arriving now still releases the camera.

@@ -95,9 +95,9 @@ async def record(
 
     async def consume() -> None:
         while True:
-            packet = await camera.read()
-            if packet.stream == "hq":
-                await recorder.push(packet)
+            for packet in await camera.read_batch():  # as the camera supervisor reads
+                if packet.stream == "hq":
+                    await recorder.push(packet)
 
     try:
         async with asyncio.timeout(seconds):

@@ -41,6 +41,11 @@ class CameraSource(Protocol):
         """The next packet of any stream, in arrival order per stream."""
         ...
 
+    async def read_batch(self) -> list[MediaPacket]:
+        """The packets that arrived since the last read (at least one), in arrival order
+        per stream; what the recorder uses, since one call per batch costs less CPU."""
+        ...
+
     async def close(self) -> None:
         """Release everything; safe to call twice and after a failed `open`."""
         ...

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
@@ -40,6 +41,12 @@ class ThreadHandoff(Generic[T]):
 
     A camera's 25-50 packets a second then cost a few wake-ups, and an item waits at most
     the interval plus the time to the producer's next item.
+
+    Moving items one by one still costs a lock and a few Python calls on each side per
+    item, run with cold caches between a demuxer's reads. A producer that gathers its own
+    batches (`PacketBatcher`) hands each over with `put_batch`, which always wakes the
+    consumer (the producer rationed already), and the consumer takes everything queued
+    with `get_batch`.
     """
 
     def __init__(
@@ -66,6 +73,11 @@ class ThreadHandoff(Generic[T]):
         self._closed = False
         self._ended: _End | None = None
 
+    @property
+    def min_wake_interval_s(self) -> float:
+        """The current rationing interval (read by producers that batch themselves)."""
+        return self._min_wake_interval_s
+
     def set_min_wake_interval(self, seconds: float) -> None:
         """Change the rationing (e.g. while someone watches live); takes effect at once."""
         if seconds < 0:
@@ -81,7 +93,28 @@ class ThreadHandoff(Generic[T]):
                 return False
             self._pending += 1
             self._items.append(item)
-            return self._wake_consumer(for_item=True)
+            return self._wake_consumer(rationed=True)
+
+    def put_batch(self, items: Sequence[T]) -> bool:
+        """From a worker thread: enqueue `items` together and wake the consumer at once.
+
+        Waits while they do not fit, unless the queue is empty (a batch larger than the
+        capacity then goes in whole: the producer's own bound keeps batches small).
+        False once closed."""
+        if not items:
+            return not self._closed
+        with self._space:
+            while (
+                self._pending
+                and self._pending + len(items) > self._capacity
+                and not self._closed
+            ):
+                self._space.wait()
+            if self._closed:
+                return False
+            self._pending += len(items)
+            self._items.extend(items)
+            return self._wake_consumer(rationed=False)
 
     def offer(self, item: T) -> bool:
         """From a worker thread: enqueue only if there is room now. False if full or closed."""
@@ -90,7 +123,7 @@ class ThreadHandoff(Generic[T]):
                 return False
             self._pending += 1
             self._items.append(item)
-            return self._wake_consumer(for_item=True)
+            return self._wake_consumer(rationed=True)
 
     def finish(self, reason: str) -> None:
         """From any thread: the source failed or ended; `get` raises after queued items."""
@@ -98,21 +131,35 @@ class ThreadHandoff(Generic[T]):
             if self._closed:
                 return
             self._items.append(_End(reason))
-            self._wake_consumer(for_item=False)
+            self._wake_consumer(rationed=False)
 
     async def get(self) -> T:
         """The next item; raises `SourceUnavailable` with the reason once finished."""
+        return (await self._take(1))[0]
+
+    async def get_batch(self) -> list[T]:
+        """Every item queued (at least one), in order; raises like `get` once finished."""
+        return await self._take(None)
+
+    async def _take(self, limit: int | None) -> list[T]:
+        """At least one and at most `limit` (None: all) queued items, waiting for one."""
         while True:
             if self._ended is not None:
                 raise SourceUnavailable(self._ended.reason)
             with self._space:
                 if self._items:
-                    item = self._items.popleft()
-                    if not isinstance(item, _End):
-                        self._pending -= 1
-                        self._space.notify()
-                        return item
-                    self._ended = item
+                    taken: list[T] = []
+                    items = self._items
+                    while items and (limit is None or len(taken) < limit):
+                        item = items.popleft()
+                        if isinstance(item, _End):
+                            self._ended = item
+                            break
+                        taken.append(item)
+                    if taken:
+                        self._pending -= len(taken)
+                        self._space.notify_all()
+                        return taken
                     continue
                 waiter = self._loop.create_future()
                 self._waiter = waiter
@@ -129,12 +176,12 @@ class ThreadHandoff(Generic[T]):
             self._closed = True
             self._space.notify_all()
 
-    def _wake_consumer(self, *, for_item: bool) -> bool:
+    def _wake_consumer(self, *, rationed: bool) -> bool:
         """Called with the lock held: resolve the consumer's wait, if it is waiting and the
         rationing rule of the class docstring allows it."""
         if self._waiter is None:
             return True
-        if for_item and self._min_wake_interval_s > 0:
+        if rationed and self._min_wake_interval_s > 0:
             # The loop's clock is the monotonic clock, readable from any thread.
             now_s = self._loop.time()
             recent = now_s - self._last_wake_s < self._min_wake_interval_s

@@ -27,10 +27,10 @@ import asyncio
 import importlib
 import logging
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from agent.sources.annexb import parameter_sets
 from agent.sources.base import STREAM_HQ, STREAM_LQ, SourceConfigError, SourceUnavailable
@@ -45,6 +45,8 @@ from agent.sources.workers import (
 )
 from shared.clock import Clock
 from shared.media import CodecConfig, MediaKind, MediaPacket
+
+T = TypeVar("T")
 
 _log = logging.getLogger(__name__)
 
@@ -190,9 +192,16 @@ class Picamera2Camera(WorkerFedSource):
 
         The stall bound is an I/O timeout on the event loop's monotonic clock.
         """
+        return await self._within_read_timeout(super().read())
+
+    async def read_batch(self) -> list[MediaPacket]:
+        """The frames queued (at least one); SourceUnavailable if frames stop (as `read`)."""
+        return await self._within_read_timeout(super().read_batch())
+
+    async def _within_read_timeout(self, reading: Awaitable[T]) -> T:
         try:
             async with asyncio.timeout(self._read_timeout_s):
-                return await super().read()
+                return await reading
         except TimeoutError:
             raise SourceUnavailable(
                 f"{self.describe()}: no frames for {self._read_timeout_s:g} s"

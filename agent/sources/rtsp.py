@@ -14,6 +14,8 @@ never decoded. Per stream:
   (FFmpeg emits a few before RTCP synchronisation) are dropped.
 - `wall_ns` is mapped per stream from the arrival time of its first packet, following
   the injected clock (see `timing`).
+- Packets reach the event loop in batches (`PacketBatcher`): every 0.5 s, or at once
+  while someone watches live.
 
 Any failure (refused, timed out, the camera closed the session) makes `open` or `read`
 raise `SourceUnavailable` with the redacted URL and the reason; the whole camera is then
@@ -26,7 +28,7 @@ import asyncio
 import dataclasses
 import logging
 import threading
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from fractions import Fraction
 
 import av
@@ -36,6 +38,7 @@ from av.stream import Stream
 from agent.sources.annexb import BitstreamError, extradata_to_annexb, parameter_sets
 from agent.sources.base import STREAM_AUDIO, STREAM_HQ, STREAM_LQ, SourceUnavailable
 from agent.sources.handoff import ThreadHandoff
+from agent.sources.packet_batcher import PacketBatcher, StreamTimeline
 from agent.sources.timing import WallClockMapper
 from agent.sources.url_policy import redact_url, scrub_url_secrets, validate_camera_url
 from agent.sources.worker_source import WorkerFedSource
@@ -104,6 +107,7 @@ class RtspCamera(WorkerFedSource):
                 event_loop=loop,
                 handoff=handoff,
                 stop=workers.stop_requested,
+                max_batch=max(1, self._capacity // 2),
             )
             pending.append(
                 self._start_reporting_worker(role, session.run, label=f"{role} {redact_url(url)}")
@@ -130,6 +134,7 @@ class _Session:
         event_loop: asyncio.AbstractEventLoop,
         handoff: ThreadHandoff[MediaPacket],
         stop: threading.Event,
+        max_batch: int,
     ) -> None:
         self._role = role
         self._url = url
@@ -140,6 +145,7 @@ class _Session:
         self._handoff = handoff
         self._stop = stop
         self._clock = clock
+        self._max_batch = max_batch
         self._label = f"{role} {redact_url(url)}"
 
     def run(self, configs: asyncio.Future[dict[str, CodecConfig]]) -> None:
@@ -195,21 +201,42 @@ class _Session:
         # Per stream index: its name, its time base, and its own wall-clock mapper (audio
         # and video run on separate RTP clocks whose timestamps need not share an origin).
         timelines = {
-            s.index: (
+            s.index: StreamTimeline(
                 names[s.index],
                 s.time_base or Fraction(1, 90_000),
                 WallClockMapper(self._clock, follow_clock=True),
             )
             for s in streams
         }
-        video_index = video.index
-        video_codec = stream_configs[self._role].codec
-        needs_parameter_sets = not stream_configs[self._role].extradata
-        if not needs_parameter_sets:
+        awaited = None
+        if stream_configs[self._role].extradata:
             resolve_threadsafe(self._event_loop, configs, stream_configs)
+        else:
+            awaited = _AwaitedParameterSets(
+                self._role, stream_configs, configs, event_loop=self._event_loop
+            )
+        batcher = PacketBatcher(self._handoff, self._clock, max_batch=self._max_batch)
+        try:
+            self._deliver(container.demux(streams), video.index, timelines, awaited, batcher)
+        finally:
+            # What was read before the end or a failure still reaches the recorder.
+            batcher.flush()
+        if not self._stop.is_set():
+            raise SourceUnavailable(f"{self._label}: the camera ended the stream")
+
+    def _deliver(
+        self,
+        demuxed: Iterator[av.Packet[Stream]],
+        video_index: int,
+        timelines: dict[int, StreamTimeline],
+        awaited: _AwaitedParameterSets | None,
+        batcher: PacketBatcher,
+    ) -> None:
+        """Hand every packet from the first video keyframe on to `batcher`, until the
+        stream ends or the session stops. Runs per packet: kept lean (see PacketBatcher)."""
         started = False  # delivery begins at the first video keyframe
-        stop, handoff = self._stop, self._handoff
-        for raw in container.demux(streams):
+        stop = self._stop
+        for raw in demuxed:
             if stop.is_set():
                 return
             pts, dts = raw.pts, raw.dts
@@ -227,30 +254,14 @@ class _Session:
                     continue
                 started = True
             data = bytes(raw)
-            if needs_parameter_sets:
-                if not is_video:
+            if awaited is not None:
+                if not (is_video and awaited.found_in(data)):
                     continue
-                found = parameter_sets(data, video_codec)
-                if not found:
-                    continue
-                config = stream_configs[self._role]
-                stream_configs[self._role] = dataclasses.replace(config, extradata=found)
-                resolve_threadsafe(self._event_loop, configs, stream_configs)
-                needs_parameter_sets = False
-            name, time_base, mapper = timelines[raw.stream_index]
-            packet = MediaPacket(
-                stream=name,
-                pts=pts,
-                dts=dts,
-                duration=max(raw.duration or 0, 0),
-                keyframe=raw.is_keyframe,
-                data=data,
-                wall_ns=mapper.wall_ns(pts, time_base),
-            )
-            if not handoff.put(packet):
+                awaited = None
+            duration = raw.duration or 0
+            timeline = timelines[raw.stream_index]
+            if not batcher.add(timeline, pts, dts, max(duration, 0), raw.is_keyframe, data):
                 return
-        if not self._stop.is_set():
-            raise SourceUnavailable(f"{self._label}: the camera ended the stream")
 
     def _config(self, stream: Stream) -> CodecConfig:
         context = stream.codec_context
@@ -286,3 +297,31 @@ class _Session:
             return "timed out"
         text = getattr(exc, "strerror", None) or type(exc).__name__
         return scrub_url_secrets(str(text), self._url)
+
+
+class _AwaitedParameterSets:
+    """A video stream whose parameter sets come in band: its configuration is reported
+    once the first keyframe that carries them arrives."""
+
+    def __init__(
+        self,
+        role: str,
+        stream_configs: dict[str, CodecConfig],
+        configs: asyncio.Future[dict[str, CodecConfig]],
+        *,
+        event_loop: asyncio.AbstractEventLoop,
+    ) -> None:
+        self._role = role
+        self._stream_configs = stream_configs
+        self._configs = configs
+        self._event_loop = event_loop
+
+    def found_in(self, data: bytes) -> bool:
+        """True (and the configurations reported) if this video packet carries them."""
+        config = self._stream_configs[self._role]
+        found = parameter_sets(data, config.codec)
+        if not found:
+            return False
+        self._stream_configs[self._role] = dataclasses.replace(config, extradata=found)
+        resolve_threadsafe(self._event_loop, self._configs, self._stream_configs)
+        return True

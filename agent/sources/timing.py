@@ -81,8 +81,12 @@ class WallClockMapper:
         self.reanchors = 0
         self.last_reanchor: Reanchor | None = None
 
-    def wall_ns(self, pts: int, time_base: Fraction) -> int:
-        """The UTC instant of a packet presented at `pts` (in `time_base`)."""
+    def wall_ns(self, pts: int, time_base: Fraction, arrival_ns: int | None = None) -> int:
+        """The UTC instant of a packet presented at `pts` (in `time_base`).
+
+        `arrival_ns` is the clock's `now_ns()` when the packet arrived, for a caller that
+        maps packets some time after reading them (in batches); by default the clock is
+        read now."""
         if time_base is not self._time_base:
             self._time_base = time_base
             self._ns_scale = (time_base.numerator * NS_PER_S, time_base.denominator)
@@ -90,7 +94,7 @@ class WallClockMapper:
         media = (pts * scale_num, scale_den)
         last = self._last_media
         if last is None:
-            self._anchor(media, self._clock.now_ns(), "start")
+            self._anchor(media, self._now_ns(arrival_ns), "start")
         else:
             step_num, step_den = _difference(media, last)
             if (
@@ -100,7 +104,7 @@ class WallClockMapper:
                 # Without a clock to follow, continue the timeline one typical step on,
                 # so a looped or restarted source does not overlap its own past.
                 wall = (
-                    self._clock.now_ns()
+                    self._now_ns(arrival_ns)
                     if self._follow_clock
                     else self._last_wall_ns + max(self._last_step_ns, 1)
                 )
@@ -109,13 +113,16 @@ class WallClockMapper:
                 self._last_step_ns = _rounded(step_num, step_den)
         wall_ns = self._anchor_wall_ns + _rounded(*_difference(media, self._anchor_media))
         if self._follow_clock:
-            now_ns = self._clock.now_ns()
+            now_ns = self._now_ns(arrival_ns)
             if abs(wall_ns - now_ns) > self._max_drift_ns:
                 self._anchor(media, now_ns, "drift")
                 wall_ns = now_ns
         self._last_media = media
         self._last_wall_ns = wall_ns
         return wall_ns
+
+    def _now_ns(self, arrival_ns: int | None) -> int:
+        return self._clock.now_ns() if arrival_ns is None else arrival_ns
 
     def _anchor(self, media: _MediaTime, wall_ns: int, reason: str) -> None:
         self._anchor_media = media

@@ -1,7 +1,8 @@
 """The part every thread-fed source shares: its hand-off queue, its workers, open, read, close.
 
 A concrete source starts its worker threads in `open` (after `_start_workers`), waits for
-their codec configurations with `_opened_within`, and inherits `read` and `close`.
+their codec configurations with `_opened_within`, and inherits `read`, `read_batch` and
+`close`.
 """
 
 from __future__ import annotations
@@ -113,6 +114,12 @@ class WorkerFedSource(ABC):
         if self._handoff is None:
             raise SourceUnavailable(f"{self.describe()} is not open")
         return await self._handoff.get()
+
+    async def read_batch(self) -> list[MediaPacket]:
+        """Every packet queued (at least one); SourceUnavailable once the workers ended."""
+        if self._handoff is None:
+            raise SourceUnavailable(f"{self.describe()} is not open")
+        return await self._handoff.get_batch()
 
     async def close(self) -> None:
         """Stop the worker threads and drop queued packets; idempotent."""

@@ -84,6 +84,9 @@ class ScriptedSource:
         self._pts += 3_600
         return MediaPacket("hq", self._pts, self._pts, 3_600, True, b"x", self._clock.now_ns())
 
+    async def read_batch(self) -> list[MediaPacket]:
+        return [await self.read()]
+
     async def close(self) -> None:
         self.closes += 1
 

@@ -109,3 +109,73 @@ async def test_the_end_of_the_stream_wakes_the_consumer_at_once() -> None:
         assert await waiting == 2
     with pytest.raises(SourceUnavailable, match="camera gone"):
         await handoff.get()
+
+
+async def test_a_batch_wakes_the_consumer_at_once_and_arrives_whole() -> None:
+    # The producer of a batch rationed already: no interval applies to it.
+    handoff = ThreadHandoff[int](asyncio.get_running_loop(), capacity=64, min_wake_interval_s=3600)
+    assert await asyncio.to_thread(handoff.put, 0)
+    assert await handoff.get_batch() == [0]
+    waiting = asyncio.create_task(handoff.get_batch())
+    await asyncio.sleep(0.05)
+    assert await asyncio.to_thread(handoff.put_batch, [1, 2, 3])
+    async with asyncio.timeout(1):
+        assert await waiting == [1, 2, 3]
+
+
+async def test_get_batch_takes_everything_queued_in_order_then_reports_the_end() -> None:
+    handoff = ThreadHandoff[int](asyncio.get_running_loop(), capacity=16)
+
+    def produce() -> None:
+        assert handoff.put(1)
+        assert handoff.put_batch([2, 3])
+        assert handoff.put(4)
+        handoff.finish("camera gone")
+        assert handoff.put(5)  # after the end marker: never delivered
+
+    await asyncio.to_thread(produce)
+    assert await handoff.get_batch() == [1, 2, 3, 4]
+    for _ in range(2):
+        with pytest.raises(SourceUnavailable, match="camera gone"):
+            await handoff.get_batch()
+
+
+async def test_a_batch_that_does_not_fit_waits_for_room() -> None:
+    handoff = ThreadHandoff[int](asyncio.get_running_loop(), capacity=4)
+    assert await asyncio.to_thread(handoff.put_batch, [1, 2, 3])
+    done = threading.Event()
+
+    def produce() -> None:
+        assert handoff.put_batch([4, 5, 6])  # 3 + 3 > 4: waits
+        done.set()
+
+    producer = threading.Thread(target=produce)
+    producer.start()
+    await asyncio.sleep(0.2)
+    assert not done.is_set()
+    assert await handoff.get() == 1  # one place free is not enough for three
+    await asyncio.sleep(0.2)
+    assert not done.is_set()
+    assert await handoff.get_batch() == [2, 3]
+    await asyncio.to_thread(producer.join, 2.0)
+    assert done.is_set()
+    assert await handoff.get_batch() == [4, 5, 6]
+
+
+async def test_a_batch_larger_than_the_capacity_goes_into_an_empty_queue() -> None:
+    handoff = ThreadHandoff[int](asyncio.get_running_loop(), capacity=2)
+    assert await asyncio.to_thread(handoff.put_batch, [1, 2, 3])
+    assert await handoff.get_batch() == [1, 2, 3]
+
+
+async def test_close_releases_a_producer_waiting_with_a_batch() -> None:
+    handoff = ThreadHandoff[int](asyncio.get_running_loop(), capacity=2)
+    assert await asyncio.to_thread(handoff.put_batch, [1, 2])
+    outcome: list[bool] = []
+    producer = threading.Thread(target=lambda: outcome.append(handoff.put_batch([3])))
+    producer.start()
+    await asyncio.sleep(0.1)
+    handoff.close()
+    await asyncio.to_thread(producer.join, 2.0)
+    assert outcome == [False]
+    assert not handoff.put_batch([4])
