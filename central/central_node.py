@@ -171,7 +171,7 @@ class CentralNode:
             timeout=aiohttp.ClientTimeout(sock_connect=10),
         )
         self.ingest = IngestWriter(self.store, self.receipts)
-        retrieval_work = RetrievalWork(self.catalog, self.ingest, clock=clock)
+        retrieval_work = RetrievalWork(self.catalog, self.ingest, clock=clock, held=self.store)
         retrievals = RetrievalService(self.catalog, retrieval_work)
         self.missed_chunks = MissedChunkRetrieval(self.catalog, retrievals, clock=clock)
         self.live = LiveFeeds(

@@ -51,13 +51,14 @@ import contextlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from central.catalog.catalog import Catalog
-from central.catalog.errors import CatalogError, NotFound
+from central.catalog.errors import CatalogError, Conflict, NotFound
 from central.catalog.records import SiteRecord
 from central.ingest_writer import ChunkSink
 from central.retrieval.bandwidth_cap import BandwidthCap
+from central.retrieval.held_run import HeldRun, held_run
 from central.retrieval.job_records import JobState, JobStream, RetrievalJob
 from central.retrieval.job_state import JobTransitionError, is_final, state_from_streams
 from central.retrieval.retrieval_window import DailyWindow
@@ -71,6 +72,7 @@ from shared.link_io.client import (
     RequestFailed,
     paced_window_bytes,
 )
+from shared.store.chunk_meta import ChunkMeta
 from shared.store.errors import StoreError, StoreFull
 from shared.transfer_acceptance import (
     AcceptedChunk,
@@ -106,6 +108,18 @@ NOTICE_AT_RISK = "retrieval_at_risk"
 LINK_DOWN_REASON = "waiting for the site's link"
 
 
+class HeldChunks(Protocol):
+    """The central's store as retrieval reads it (a `ChunkStore`): what it holds already."""
+
+    def chunk_metas(
+        self, device_id: str, stream: str, start_ns: int, end_ns: int, *, site_id: str | None
+    ) -> list[ChunkMeta]: ...
+
+    def chunk_meta(
+        self, device_id: str, stream: str, seq: int, *, site_id: str | None
+    ) -> ChunkMeta | None: ...
+
+
 class _StoreFullPause(Exception):
     """The central's store refused a chunk for want of space."""
 
@@ -126,10 +140,20 @@ class _SiteState:
 class RetrievalWork:
     """See the module docstring."""
 
-    def __init__(self, catalog: Catalog, ingest: ChunkSink, *, clock: Clock) -> None:
+    def __init__(
+        self,
+        catalog: Catalog,
+        ingest: ChunkSink,
+        *,
+        clock: Clock,
+        held: HeldChunks | None = None,
+    ) -> None:
+        """`held`: the central's store, read to start each stream after what it holds of
+        the span already (`held_run`); None, for tests of scheduling alone: nothing held."""
         self._catalog = catalog
         self._ingest = ingest
         self._clock = clock
+        self._held_chunks = held
         self._sites: dict[str, _SiteState] = {}
 
     async def serve(self, site: SiteRecord, link: LinkClient) -> None:
@@ -137,7 +161,13 @@ class RetrievalWork:
         state = self._site_state(site)
         while link.is_open:
             run = _SiteRun(
-                self._catalog, self._ingest, self._clock, site=site, link=link, state=state
+                self._catalog,
+                self._ingest,
+                self._clock,
+                site=site,
+                link=link,
+                state=state,
+                held=self._held_chunks,
             )
             state.run = run
             try:
@@ -204,10 +234,12 @@ class _SiteRun:
         site: SiteRecord,
         link: LinkClient,
         state: _SiteState,
+        held: HeldChunks | None,
     ) -> None:
         self._catalog = catalog
         self._ingest = ingest
         self._clock = clock
+        self._held_chunks = held
         self._site = site
         self._link = link
         self._state = state
@@ -396,33 +428,39 @@ class _SiteRun:
 
     # -- one stream ----------------------------------------------------------------------------
 
+    async def _mark_running(self, key: StreamKey) -> RetrievalJob | None:
+        """Mark the stream (and its job, if pending) running; the job as it is now, or None
+        if it ended meanwhile."""
+        catalog = self._catalog
+        async with self._state_lock:
+            job = await asyncio.to_thread(catalog.retrieval_job, key.job_id)
+            if is_final(job.state):
+                return None  # stopped meanwhile
+            if job.state is JobState.PENDING:
+                running = await self._write(
+                    catalog.set_retrieval_job_state, job.job_id, JobState.RUNNING, reason=None
+                )
+                if running is None:
+                    return None
+                job = running
+            marked = await self._write(
+                catalog.set_retrieval_stream_state,
+                key.job_id,
+                key.device_id,
+                key.stream,
+                JobState.RUNNING,
+            )
+            return None if marked is None else job
+
     async def _retrieve(self, key: StreamKey, job: RetrievalJob) -> None:
         catalog = self._catalog
         site = self._site
         try:
             device = await asyncio.to_thread(catalog.device, key.device_id)
-            async with self._state_lock:
-                job = await asyncio.to_thread(catalog.retrieval_job, key.job_id)
-                if is_final(job.state):
-                    return  # stopped meanwhile
-                if job.state is JobState.PENDING:
-                    running = await self._write(
-                        catalog.set_retrieval_job_state, job.job_id, JobState.RUNNING, reason=None
-                    )
-                    if running is None:
-                        return
-                    job = running
-                if (
-                    await self._write(
-                        catalog.set_retrieval_stream_state,
-                        key.job_id,
-                        key.device_id,
-                        key.stream,
-                        JobState.RUNNING,
-                    )
-                    is None
-                ):
-                    return
+            running_job = await self._mark_running(key)
+            if running_job is None:
+                return
+            job = running_job
             stream = job.stream_by_device[key.device_id]
         except NotFound:
             return  # the job's site or device was removed meanwhile
@@ -432,11 +470,10 @@ class _SiteRun:
         expectation = TransferExpectation(
             site.remote_site_id, device.remote_device_id, key.stream, site.public_key
         )
-        cursor = (
-            TransferCursor()
-            if stream.cursor_seq is None or stream.cursor_hash is None
-            else TransferCursor(stream.cursor_seq, stream.cursor_hash)
-        )
+        if stream.cursor_seq is None or stream.cursor_hash is None:
+            cursor = await self._cursor_after_held(key, job, expectation)
+        else:
+            cursor = TransferCursor(stream.cursor_seq, stream.cursor_hash)
 
         async def commit(accepted: AcceptedChunk) -> None:
             await self._commit(key, accepted)
@@ -497,6 +534,52 @@ class _SiteRun:
                 await self._end_stream(key, JobState.COMPLETED, None)
         finally:
             self._state.changed.set()
+
+    async def _cursor_after_held(
+        self, key: StreamKey, job: RetrievalJob, expectation: TransferExpectation
+    ) -> TransferCursor:
+        """Where a stream that never stored a chunk starts: after the held run of its span
+        (`held_run`), which then counts in its progress; else at the span's start."""
+        held = self._held_chunks
+        if held is None:
+            return TransferCursor()
+
+        def find() -> HeldRun | None:
+            site_id, device_id = expectation.site_id, expectation.device_id
+            metas = held.chunk_metas(
+                device_id, key.stream, job.start_ns, job.end_ns, site_id=site_id
+            )
+            if not metas:
+                return None
+            before = held.chunk_meta(device_id, key.stream, metas[0].seq - 1, site_id=site_id)
+            return held_run(metas, start_ns=job.start_ns, predecessor=before)
+
+        run = await asyncio.to_thread(find)
+        if run is None:
+            return TransferCursor()
+        try:
+            await asyncio.to_thread(
+                self._catalog.advance_retrieval_stream,
+                key.job_id,
+                key.device_id,
+                key.stream,
+                cursor_seq=run.cursor_seq,
+                cursor_hash=run.cursor_hash,
+                chunks_added=run.chunks,
+                bytes_added=run.payload_bytes,
+                covered_until_ns=run.covered_until_ns,
+            )
+        except Conflict as exc:  # the stream ended meanwhile: its transfer stops at once
+            _log.info("%s", exc)
+            return TransferCursor()
+        _log.info(
+            "%s/%s: the central holds the span's first %d chunks; continuing after seq %d",
+            key.job_id,
+            key.device_id,
+            run.chunks,
+            run.cursor_seq,
+        )
+        return TransferCursor(run.cursor_seq, run.cursor_hash)
 
     async def _commit(self, key: StreamKey, accepted: AcceptedChunk) -> None:
         chunk = accepted.chunk

@@ -626,19 +626,28 @@ class ChunkStore:
             ChunkMeta(h.header_bytes, h.signature, _decode_header(h.header_bytes)) for h in headers
         ]
 
+    def chunk_meta(
+        self, device_id: str, stream: str, seq: int, *, site_id: str | None = None
+    ) -> ChunkMeta | None:
+        """Header and signature (no payload) of the stored chunk with this seq, or None."""
+        site = self._site(site_id)
+        with self._reading() as txn:
+            found = _seq_location(txn, site, device_id, stream, seq)
+            header = None if found is None else txn.header_at(*found)
+        if header is None:
+            return None
+        return ChunkMeta(header.header_bytes, header.signature, _decode_header(header.header_bytes))
+
     def read_chunk(
         self, device_id: str, stream: str, seq: int, *, site_id: str | None = None
     ) -> SignedChunk | None:
         """The stored chunk with this seq, or None."""
         site = self._site(site_id)
         with self._reading() as txn:
-            record = txn.find_stream(site, device_id, stream)
-            if record is None or seq < 0:
+            found = _seq_location(txn, site, device_id, stream, seq)
+            if found is None:
                 return None
-            start_ns = txn.start_of_seq(record.stream_id, seq)
-            if start_ns is None:
-                return None
-            parts = _chunk_parts(txn, record.stream_id, start_ns)
+            parts = _chunk_parts(txn, *found)
         return _signed_chunk(*parts)
 
     def read_chunks(
@@ -970,6 +979,17 @@ def _signed_chunk(header_bytes: bytes, signature: bytes, payload: bytes) -> Sign
         return SignedChunk.from_parts(header_bytes, signature, payload)
     except ChunkFormatError as exc:
         raise StoreFormatError(f"stored chunk header does not decode: {exc}") from exc
+
+
+def _seq_location(
+    txn: TableTxn, site_id: str, device_id: str, stream: str, seq: int
+) -> tuple[int, int] | None:
+    """(stream id, start) of the stored chunk with this seq, or None."""
+    record = txn.find_stream(site_id, device_id, stream)
+    if record is None or seq < 0:
+        return None
+    start_ns = txn.start_of_seq(record.stream_id, seq)
+    return None if start_ns is None else (record.stream_id, start_ns)
 
 
 def _decode_header(header_bytes: bytes) -> ChunkHeader:
