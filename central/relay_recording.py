@@ -28,11 +28,14 @@ stored, missed (with reasons), refused, left out by the rule, and the packets th
 never sealed.
 
 A missed chunk is still at the site. When it is a hole in the central's recording, it goes
-to `on_missed` (`central/retrieval/missed_chunks.py` queues its span for retrieval): the
-recording had begun (the store held a chunk of the stream, so the chunk is not merely one
-the stream was joined in the middle of before the central ever recorded it) and the rule
-is `always` (the gate of a triggered or scheduled rule may not have wanted it; such misses
-are only counted).
+to `on_missed` (`central/retrieval/missed_chunks.py` queues its span for retrieval). It is
+a hole when the recording had begun (the store held a chunk of the stream, so the chunk is
+not merely one the stream was joined in the middle of before the central ever recorded it)
+and the rule wanted it: the missed chunk's span goes through the gate like a chunk
+(`MissedSpan`, with no payload), so under `always` it is wanted at once, under a triggered
+or scheduled rule when its span falls in a trigger's window or the schedule, even a trigger
+that comes later and releases it from the pre-buffer; a span the rule leaves out is only
+counted.
 """
 
 from __future__ import annotations
@@ -118,7 +121,32 @@ class RelayedChunk:
         return len(self.chunk.payload)
 
 
-def rule_gate(rule: RecordingRule, *, time_zone: str) -> RecordingGate[RelayedChunk]:
+@dataclass(frozen=True, slots=True)
+class MissedSpan:
+    """A missed chunk as the recording gate sees it: its span, no payload. Released by the
+    gate, it is a hole to fill if the recording had `begun` when it was missed."""
+
+    missed: ChunkMissed
+    begun: bool
+
+    @property
+    def start_ns(self) -> int:
+        return self.missed.start_ns
+
+    @property
+    def end_ns(self) -> int:
+        return self.missed.end_ns
+
+    @property
+    def payload_size(self) -> int:
+        return 0
+
+
+GatedItem = RelayedChunk | MissedSpan
+"""What the central's recording gate is offered: rebuilt chunks, and the spans of missed ones."""
+
+
+def rule_gate(rule: RecordingRule, *, time_zone: str) -> RecordingGate[GatedItem]:
     """The gate that applies `rule` (`time_zone`: the site's, for schedules); ValueError
     naming a mode or schedule that cannot be used."""
     mode = RULE_MODES.get(rule.mode)
@@ -141,8 +169,8 @@ class RelayRecordingStatus:
     chunks_already_stored: int  # rebuilt, wanted, and already in the store
     chunks_missed: int  # sealed, but their packets did not all arrive intact
     chunks_refused: int  # seals that are not valid chunks of this stream from this site
-    chunks_not_wanted: int  # rebuilt, then left out by the central rule
-    chunks_pre_buffered: int  # rebuilt, waiting in the rule's pre-buffer for a trigger
+    chunks_not_wanted: int  # left out by the central rule (rebuilt, or the span of a missed one)
+    chunks_pre_buffered: int  # waiting in the rule's pre-buffer for a trigger (the same)
     chunks_failed: int  # wanted, but the store could not take them
     unsealed_packets_dropped: int
     recent_problems: tuple[str, ...]  # the latest "missed chunk seq N: reason" and such
@@ -158,7 +186,7 @@ class RelayRecording:
         expectation: TransferExpectation,
         store: ChunkStore,
         sink: ChunkSink,
-        gate: RecordingGate[RelayedChunk],
+        gate: RecordingGate[GatedItem],
         clock: Clock,
         on_live: Callable[[ev.LiveReceived], None] | None = None,
         on_missed: Callable[[ChunkMissed], None] | None = None,
@@ -227,9 +255,9 @@ class RelayRecording:
                 self._submit(self._gate.offer(RelayedChunk(outcome.chunk)))
                 continue
             _log.warning("%s/%s: %s", exp.device_id, exp.stream, outcome)
-            on_missed = self._on_missed
-            if isinstance(outcome, ChunkMissed) and on_missed is not None and self._fills_holes():
-                on_missed(outcome)
+            if isinstance(outcome, ChunkMissed):
+                begun = self._recorder.cursor.seq is not None
+                self._submit(self._gate.offer(MissedSpan(outcome, begun)))
         await self.flush()
 
     # -- triggers ---------------------------------------------------------------------------
@@ -315,16 +343,21 @@ class RelayRecording:
 
     # -- internals --------------------------------------------------------------------------
 
-    def _fills_holes(self) -> bool:
-        """Whether a chunk missed now is a hole in the central's recording to fill (see the
-        module docstring; a missed chunk leaves the cursor where it was)."""
-        return self._recorder.cursor.seq is not None and self._gate.mode is RecordingMode.CONTINUOUS
-
-    def _submit(self, releases: list[GateRelease[RelayedChunk]]) -> None:
-        if not releases:
+    def _submit(self, releases: list[GateRelease[GatedItem]]) -> None:
+        """Queue the released chunks for the writer; hand the released holes to `on_missed`
+        (a hole released with chunks after it is queued for retrieval before they are stored:
+        the order does not matter to the store)."""
+        chunks: list[GateRelease[RelayedChunk]] = []
+        for release in releases:
+            item = release.chunk
+            if isinstance(item, RelayedChunk):
+                chunks.append(GateRelease(item, release.discontinuity))
+            elif item.begun and self._on_missed is not None:
+                self._on_missed(item.missed)
+        if not chunks:
             return
         self._idle.clear()
-        self._writes.put_nowait(releases)
+        self._writes.put_nowait(chunks)
         if self._writer is None or self._writer.done():
             self._writer = asyncio.create_task(self._write_queued(), name="relay-writer")
 

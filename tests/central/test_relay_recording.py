@@ -19,8 +19,8 @@ import pytest
 
 from agent.config import load_agent_config
 from central.ingest_writer import IngestWriter
-from central.relay_recorder import DEFAULT_MAX_PACKET_AGE_NS
-from central.relay_recording import RelayedChunk, RelayRecording, rule_gate
+from central.relay_recorder import DEFAULT_MAX_PACKET_AGE_NS, ChunkMissed
+from central.relay_recording import GatedItem, RelayRecording, rule_gate
 from shared.chunk import ChunkHeader, SignedChunk
 from shared.clock import NS_PER_S, SystemClock
 from shared.link import events as ev
@@ -137,10 +137,11 @@ def new_recording(
     site: LinkSite,
     store: ChunkStore,
     stream: str,
-    gate: RecordingGate[RelayedChunk],
+    gate: RecordingGate[GatedItem],
     *,
     max_packet_age_ns: int = DEFAULT_MAX_PACKET_AGE_NS,
     trigger_inputs: frozenset[str] | None = None,
+    on_missed: Callable[[ChunkMissed], None] | None = None,
 ) -> RelayRecording:
     return RelayRecording(
         expectation=TransferExpectation(site.site_id, "cam-1", stream, site.signer.public_key),
@@ -150,6 +151,7 @@ def new_recording(
         clock=site.clock,
         max_packet_age_ns=max_packet_age_ns,
         trigger_inputs=trigger_inputs,
+        on_missed=on_missed,
     )
 
 
@@ -331,11 +333,64 @@ async def test_manual_stores_only_between_start_and_stop(tmp_path: Path) -> None
         assert 2 <= len(seqs) < len(tap.seals)
         status = recording.status
         # The chunks before the start were left out; those after the stop wait in the
-        # pre-buffer (for a trigger that would come late) until they are too old.
+        # pre-buffer (for a trigger that would come late) until they are too old. Every seal
+        # went through the gate: a chunk joined in the middle of as the span of a missed one.
         assert status.chunks_not_wanted >= 2
         assert status.chunks_not_wanted + status.chunks_pre_buffered + len(seqs) == len(
             tap.seals
-        ) - len(joined_mid_chunk(recording))
+        )
+
+
+async def test_under_a_triggered_rule_a_missed_chunk_is_a_hole_where_the_rule_wants_it(
+    tmp_path: Path,
+) -> None:
+    # Rule `manual` with a pre-buffer longer than the test: a chunk missed before the start
+    # waits in the pre-buffer like a chunk, and the start releases it as a hole to fill; a
+    # chunk missed after the stop is not wanted (yet), so it is only counted.
+    lost_after: list[int] = []  # how many seals had come when each packet was lost
+    holes: list[ChunkMissed] = []
+
+    def lose_a_packet(item: LiveItem, tap: Tap) -> LiveItem | None:
+        sealed = len(tap.seals)
+        if isinstance(item, ev.LiveReceived) and sealed in (2, 7) and sealed not in lost_after:
+            lose = [p for p in item.packets if not p.keyframe]
+            if lose:
+                lost_after.append(sealed)
+                return replace(item, packets=tuple(p for p in item.packets if p is not lose[0]))
+        return item
+
+    tap = Tap(lose_a_packet)
+    async with (
+        running_site(tmp_path) as site,
+        central_store(tmp_path, site.clock) as store,
+        central_link(site) as client,
+    ):
+        rule = Rule("manual", pre_buffer_s=600.0)
+        recording = new_recording(
+            site, store, "lq", rule_gate(rule, time_zone="UTC"), on_missed=holes.append
+        )
+        async with recording_running(recording, client, tap):
+            await until(lambda: len(tap.seals) >= 4, "the first lost packet's seal")
+            first_lost = tap.seals[2].seq
+            assert f"missed chunk seq {first_lost}" in "\n".join(recording.status.recent_problems)
+            assert holes == []  # not wanted yet: the rule has not started
+            await recording.manual_start()
+            assert [hole.seq for hole in holes] == [first_lost]
+            await until(lambda: len(tap.seals) >= 6, "seals while recording")
+            recording.manual_stop()
+            await until(lambda: len(tap.seals) >= 9, "the second lost packet's seal")
+            second_lost = tap.seals[7].seq
+            assert f"missed chunk seq {second_lost}" in "\n".join(
+                recording.status.recent_problems
+            )
+        assert [hole.seq for hole in holes] == [first_lost]
+        assert (holes[0].start_ns, holes[0].end_ns) == (
+            tap.seals[2].start_ns,
+            tap.seals[2].end_ns,
+        )
+        stored = {c.header.seq for c in await stored_chunks(store, site, "lq")}
+        assert first_lost not in stored
+        assert {tap.seals[1].seq, tap.seals[3].seq} <= stored  # around the hole: released
 
 
 async def test_motion_with_a_pre_buffer_stores_the_chunks_before_the_motion(
