@@ -6,6 +6,11 @@ id), or with `--wait` follows it with a progress line until it ends. Interruptin
 leaves the job running at the central. Exit 0 when the job is made (or, with `--wait`,
 completed); 1 when the central refused the request or the job failed or was stopped; 2 for
 usage and connection problems (as every client command).
+
+The same command manages the jobs: `--list` prints one line per job (the newest 100, or
+`--state` ones), `--show JOB` one job's progress (with `--wait`, followed to its end), and
+`--stop JOB` stops one (what it brought stays; an operator restarts it by asking for the
+span again, which goes on after what the central holds).
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import argparse
 import asyncio
 from collections.abc import Mapping, Sequence
 from typing import Any, TextIO
+from urllib.parse import quote
 
 from central.client_cli import (
     CONNECTION_HELP,
@@ -23,9 +29,11 @@ from central.client_cli import (
     add_central_options,
     described,
     run_client_command,
+    usage_failure,
 )
 from shared.sizes import format_size
 
+ENDED = ("completed", "failed", "stopped")
 POLL_S = 1.0
 PLAIN_REPORT_EVERY = 10  # polls between progress lines when the output is not a terminal
 BAR_WIDTH = 24
@@ -44,32 +52,76 @@ def register(parser: argparse.ArgumentParser) -> None:
         "refused it, or it failed or was stopped; 2 usage or connection problems\n"
     )
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
-    what = parser.add_argument_group("the retrieval")
+    what = parser.add_argument_group("a new retrieval (--device, --start and --end are needed)")
     what.add_argument(
         "--device",
-        required=True,
         action="append",
         metavar="ID",
         help="the central's device id; more than once for several devices of one site",
     )
-    what.add_argument("--start", required=True, metavar="ISO8601", help="e.g. 2024-05-01T12:00:00Z")
-    what.add_argument("--end", required=True, metavar="ISO8601", help="after --start")
+    what.add_argument("--start", metavar="ISO8601", help="e.g. 2024-05-01T12:00:00Z")
+    what.add_argument("--end", metavar="ISO8601", help="after --start")
     what.add_argument("--quality", choices=("hq", "lq"), default="hq", help="default: hq")
     what.add_argument(
         "--wait", action="store_true", help="follow the job until it ends, with a progress line"
+    )
+    jobs = parser.add_argument_group("the jobs there are (instead of a new retrieval)")
+    action = jobs.add_mutually_exclusive_group()
+    action.add_argument("--list", action="store_true", help="one line per job, newest first")
+    action.add_argument("--show", metavar="JOB", help="one job's progress (--wait: follow it)")
+    action.add_argument("--stop", metavar="JOB", help="stop a job; what it brought stays")
+    jobs.add_argument(
+        "--state",
+        metavar="STATE[,STATE]",
+        help="with --list: only jobs in these states (pending, running, completed, ...)",
     )
     add_central_options(parser)
     parser.set_defaults(handler=_retrieve)
 
 
 def _retrieve(args: argparse.Namespace) -> int:
+    problem = _usage_problem(args)
+    if problem is not None:
+        return usage_failure(problem)
+
     async def command(session: ClientSession) -> int:
         return await _run(session, args)
 
     return run_client_command(args, command)
 
 
+def _usage_problem(args: argparse.Namespace) -> str | None:
+    """What is wrong with the arguments, found before contacting the central."""
+    if args.state is not None and not args.list:
+        return "--state goes with --list"
+    for option in ("show", "stop"):
+        job_id = getattr(args, option)
+        if job_id is not None and not _is_job_id(job_id):
+            return f"--{option} {job_id!r}: not a retrieval job id"
+    if args.list or args.show is not None or args.stop is not None:
+        return None
+    missing = [f"--{name}" for name in ("device", "start", "end") if not getattr(args, name)]
+    if missing:
+        return f"a new retrieval needs {', '.join(missing)} (or give --list, --show or --stop)"
+    return None
+
+
 async def _run(session: ClientSession, args: argparse.Namespace) -> int:
+    if args.list:
+        return await _list(session, args.state)
+    if args.show is not None:
+        job = await session.client.call("GET", f"/retrievals/{args.show}")
+        if args.wait and job["state"] not in ENDED:
+            job = await _follow(session, job["id"])
+        else:
+            print(_job_line(job), file=session.out)
+            print("  " + progress_line(job), file=session.out)
+        return EXIT_OK
+    if args.stop is not None:
+        job = await session.client.call("POST", f"/retrievals/{args.stop}/stop")
+        chunks = sum(int(p["chunks"]) for p in job["progress"])
+        print(f"retrieval {job['id']} {job['state']}: {chunks} chunks stay", file=session.out)
+        return EXIT_OK
     job = await session.client.call(
         "POST",
         "/retrievals",
@@ -99,13 +151,39 @@ async def _run(session: ClientSession, args: argparse.Namespace) -> int:
     return EXIT_OK if job["state"] == "completed" else EXIT_REFUSED
 
 
+async def _list(session: ClientSession, states: str | None) -> int:
+    query = "" if states is None else f"?state={quote(states, safe=',')}"
+    answer = await session.client.call("GET", f"/retrievals{query}")
+    jobs: list[dict[str, Any]] = answer["retrievals"]
+    for job in jobs:
+        print(_job_line(job), file=session.out)
+        print("  " + progress_line(job), file=session.out)
+    if not jobs:
+        print("no retrievals", file=session.out)
+    elif answer.get("next"):
+        print("(more: GET /api/v1/retrievals?after=" + answer["next"] + ")", file=session.out)
+    return EXIT_OK
+
+
+def _job_line(job: Mapping[str, Any]) -> str:
+    return (
+        f"{job['id']}  {job['state']:<9}  {job['origin']:<9}  {job['start']} to {job['end']} "
+        f"({job['quality']})  {', '.join(job['device_ids'])}"
+    )
+
+
+def _is_job_id(text: str) -> bool:
+    """Whether a job id given on the command line can be put in a path as it is."""
+    return bool(text) and all(c.isalnum() or c in "-_" for c in text)
+
+
 async def _follow(session: ClientSession, job_id: str) -> dict[str, Any]:
     terminal = session.out.isatty()
     polls = 0
     last_state = None
     while True:
         job: dict[str, Any] = await session.client.call("GET", f"/retrievals/{job_id}")
-        ended = job["state"] in ("completed", "failed", "stopped")
+        ended = job["state"] in ENDED
         if terminal:
             print("\r" + progress_line(job), end="", file=session.out, flush=True)
         elif ended or job["state"] != last_state or polls % PLAIN_REPORT_EVERY == 0:

@@ -222,10 +222,36 @@ async def test_bad_requests_and_stops(tmp_path: Path) -> None:
         timeline = f"/devices/{ids['cam-a']}/timeline?start={now}&end={later}"
         _, periods = await central.call("GET", timeline)
         assert {"running", "pending"} & {p["kind"] for p in periods["periods"]}, periods
-        status, stopped = await central.call("POST", f"/retrievals/{job['id']}/stop")
+        # The operator finds it, looks at it and stops it from the command line.
+        env = central_env(central.base_url, tmp_path / "config", password=ADMIN_PASSWORD)
+        listed = await siteline("retrieve", "--list", "--state", "running,pending", env=env)
+        assert listed.code == 0, listed
+        assert listed.out.splitlines()[0].startswith(f"{job['id']}  running"), listed
+        assert ids["cam-a"] in listed.out, listed
+        shown = await siteline("retrieve", "--show", job["id"], env=env)
+        assert shown.code == 0, shown
+        assert "%" in shown.out, shown
+        assert "running" in shown.out, shown
+        cli_stop = await siteline("retrieve", "--stop", job["id"], env=env)
+        assert cli_stop.code == 0, cli_stop
+        assert f"retrieval {job['id']} stopped:" in cli_stop.out, cli_stop
+        status, stopped = await central.call("GET", f"/retrievals/{job['id']}")
         assert status == 200, stopped
         assert stopped["state"] == "stopped"
         assert stopped["reason"] == "stopped by a user"
+        nothing = await siteline("retrieve", "--list", "--state", "running", env=env)
+        assert nothing.out.strip() == "no retrievals", nothing
+        for argv, words in (
+            (["--state", "running"], "--state goes with --list"),
+            (["--device", ids["cam-a"]], "needs --start, --end"),
+            (["--show", "../sites"], "not a retrieval job id"),
+        ):
+            misuse = await siteline("retrieve", *argv, env=env)
+            assert misuse.code == 2, misuse
+            assert words in misuse.err, misuse
+        unknown = await siteline("retrieve", "--stop", "j-nothere000", env=env)
+        assert unknown.code == 1, unknown
+        assert "j-nothere000" in unknown.err, unknown
         assert await asyncio.to_thread(site.store.list_holds) == []
         _, periods = await central.call("GET", timeline)
         assert not {"running", "pending"} & {p["kind"] for p in periods["periods"]}, periods
