@@ -10,6 +10,15 @@ made for it (at most `MAX_GAP_S`: older than that, the site's retention has most
 taken it, and an operator can still ask for it). A device the central has never recorded
 has no gap: there is nothing it missed.
 
+The same start of a link also looks for *holes* in the central's recording just before its
+head (`HOLE_LOOKBACK_S`): seqs missing between two stored chunks of a device whose rule is
+`always` (under it every chunk is wanted, so a missing seq is a missed chunk). A chunk
+missed while the link was up is normally queued by `missed_chunks.py` once its batch is
+quiet; a central stopped or killed before that forgot it, and this finds it again. A hole
+that a job of the device's reference stream (in any state: one that found nothing at the
+site is not asked again) covered already, or one that unfinished jobs will bring, gets no
+job.
+
 A reconnect job is an ordinary job: it waits for the window and a slot, respects the cap,
 and holds its span at the site. What unfinished jobs of the device's reference stream (of
 any origin) have yet to bring is not asked for again: the gap starts after the ones that
@@ -21,12 +30,14 @@ the link stayed up (`missed_chunks.py`) from being asked for twice.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 
 from central.catalog.catalog import Catalog
 from central.catalog.records import DeviceRecord, SiteRecord
+from central.central_rule import CentralRule
 from central.merged_timeline import Interval
-from central.retrieval.job_records import JobOrigin
+from central.retrieval.job_records import JobOrigin, RetrievalJob
 from central.retrieval.retrieval_service import RetrievalService, spans_to_bring
 from shared.clock import NS_PER_S, Clock
 from shared.link_io.client import LinkClient
@@ -35,6 +46,11 @@ from shared.store.chunk_store import ChunkStore
 _log = logging.getLogger(__name__)
 
 REFERENCE_STREAM = "lq"
+HOLE_LOOKBACK_S = 600.0
+"""How far before the central's head of a stream a link's start looks for holes: more than
+a missed-chunk batch lives (`missed_chunks.DEFAULT_MAX_SPAN_S` plus its quiet time)."""
+RECENT_JOBS = 200
+"""How many of the site's newest jobs are read to know whether a hole was asked for."""
 MIN_GAP_S = 10.0
 MAX_GAP_S = 31 * 86_400.0
 RECORDED_AT_CENTRAL = ("central_only", "both")
@@ -59,10 +75,25 @@ class ReconnectRetrieval:
         self._min_gap_ns = int(min_gap_s * NS_PER_S)
 
     async def serve(self, site: SiteRecord, link: LinkClient) -> None:
-        """Queue the site's gaps once, at the link's start (then this work is done)."""
+        """Queue the site's gaps and holes once, at the link's start (then this work is done)."""
         del link  # the jobs run over it through RetrievalWork
         if site.remote_site_id is None:
             return
+        for device, (start_ns, end_ns) in await asyncio.to_thread(self._holes, site):
+            job = await self._retrievals.create(
+                [device.device_id],
+                start_ns,
+                end_ns,
+                quality=REFERENCE_STREAM,
+                origin=JobOrigin.RECONNECT,
+            )
+            _log.info(
+                "%s: the central's recording of %s has a hole of %.1f s; retrieval %s",
+                site.name,
+                device.device_id,
+                (end_ns - start_ns) / NS_PER_S,
+                job.job_id,
+            )
         now_ns = self._clock.now_ns()
         for device, start_ns in await asyncio.to_thread(self._gaps, site, now_ns):
             job = await self._retrievals.create(
@@ -103,6 +134,50 @@ class ReconnectRetrieval:
             if now_ns - start_ns >= self._min_gap_ns:
                 gaps.append((device, start_ns))
         return gaps
+
+
+    def _holes(self, site: SiteRecord) -> list[tuple[DeviceRecord, Interval]]:
+        """(device, span of missing seqs) for each hole just before the central's head of
+        a device recorded under `always` that no job covered (blocking)."""
+        remote_site_id = site.remote_site_id
+        assert remote_site_id is not None
+        recent_jobs: list[RetrievalJob] | None = None
+        holes = []
+        for device in self._catalog.devices(site.site_id, present_only=True):
+            if device.recording not in RECORDED_AT_CENTRAL:
+                continue
+            if CentralRule.from_json(device.central_rule).mode != "always":
+                continue
+            head = self._store.stream_head(
+                device.remote_device_id, REFERENCE_STREAM, site_id=remote_site_id
+            )
+            if head is None:
+                continue
+            metas = self._store.chunk_metas(
+                device.remote_device_id,
+                REFERENCE_STREAM,
+                max(0, head.end_ns - int(HOLE_LOOKBACK_S * NS_PER_S)),
+                head.end_ns,
+                site_id=remote_site_id,
+            )
+            found = [
+                (before.end_ns, after.start_ns)
+                for before, after in itertools.pairwise(metas)
+                if after.seq > before.seq + 1 and after.start_ns > before.end_ns
+            ]
+            if not found:
+                continue
+            if recent_jobs is None:
+                recent_jobs = self._catalog.retrieval_jobs(site_id=site.site_id, limit=RECENT_JOBS)
+            asked = [
+                (job.start_ns, job.end_ns)
+                for job in recent_jobs
+                if job.quality == REFERENCE_STREAM and device.device_id in job.device_ids
+            ]
+            for low, high in found:
+                if not any(start <= low and high <= end for start, end in asked):
+                    holes.append((device, (low, high)))
+        return holes
 
 
 def reference_spans_to_bring(

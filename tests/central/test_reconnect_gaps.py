@@ -115,5 +115,74 @@ async def test_a_new_gap_is_queued_after_what_unfinished_jobs_bring(
     assert (latest.start_ns, latest.end_ns) == (now, clock.now_ns())
 
 
+def store_chain(store: ChunkStore, end_ns: int, count: int, missing: set[int]) -> list[Any]:
+    """`count` chained lq chunks of cam-a back to back, the last ending at `end_ns`, stored
+    but for the seqs in `missing`; the headers of all of them."""
+    gop = encoded_gops()[0]
+    length_ns = len(gop) * FRAME_NS
+    signer = SiteSigner.generate()
+    prev, headers = GENESIS_HASH, []
+    for seq in range(count):
+        start_ns = end_ns - (count - seq) * length_ns
+        packets = tuple(
+            MediaPacket("lq", i, i, 1, key, data, start_ns + i * FRAME_NS)
+            for i, (key, data) in enumerate(gop)
+        )
+        draft = ChunkDraft("cam-a", "lq", start_ns, start_ns + length_ns, CODEC, packets)
+        chunk = seal_chunk(
+            draft,
+            site_id=REMOTE_SITE,
+            seq=seq,
+            prev_chunk_hash=prev,
+            discontinuity=False,
+            signer=signer,
+        )
+        prev = chunk.chunk_hash
+        headers.append(chunk.header)
+        if seq not in missing:
+            assert store.put(chunk)
+    return headers
+
+
+async def test_a_hole_before_the_head_is_queued_once(
+    catalog: SqliteCatalog, store: ChunkStore, clock: ManualClock
+) -> None:
+    # Chunks 3 and 4 were missed while an earlier link was up, and the central was killed
+    # before their batch became a job: the next link's start finds the hole.
+    site, (cam,) = catalog.add_site(
+        dial_in_site("Depot", remote_site_id=REMOTE_SITE), None, [camera("cam-a")]
+    )
+    cam = catalog.update_device(cam.device_id, recording="both")
+    site = catalog.site(site.site_id)
+    retrievals = RetrievalService(catalog, RetrievalWork(catalog, NoChunks(), clock=clock))
+    reconnect = ReconnectRetrieval(catalog, store, retrievals, clock=clock)
+    now = clock.now_ns()
+    headers = await asyncio.to_thread(store_chain, store, now - 2 * NS_PER_S, 8, {3, 4})
+    await reconnect.serve(site, NO_LINK)
+    (hole,) = await jobs(catalog)  # the head is 2 s old: too little for a gap job
+    assert (hole.start_ns, hole.end_ns) == (headers[3].start_ns, headers[4].end_ns)
+    assert (hole.quality, hole.origin) == ("lq", JobOrigin.RECONNECT)
+    # Asked once: not again at the next link, even once its job ended without the chunks.
+    stopped = await retrievals.stop(hole.job_id)
+    assert stopped.state.value == "stopped"
+    await reconnect.serve(site, NO_LINK)
+    assert len(await jobs(catalog)) == 1
+
+
+async def test_under_a_triggered_rule_a_missing_seq_is_no_hole(
+    catalog: SqliteCatalog, store: ChunkStore, clock: ManualClock
+) -> None:
+    # The rule may not have wanted those chunks: only a miss the gate released is a hole.
+    site, (cam,) = catalog.add_site(
+        dial_in_site("Depot", remote_site_id=REMOTE_SITE), None, [camera("cam-a")]
+    )
+    catalog.update_device(cam.device_id, recording="both", central_rule={"mode": "motion"})
+    retrievals = RetrievalService(catalog, RetrievalWork(catalog, NoChunks(), clock=clock))
+    reconnect = ReconnectRetrieval(catalog, store, retrievals, clock=clock)
+    await asyncio.to_thread(store_chain, store, clock.now_ns() - 2 * NS_PER_S, 8, {3, 4})
+    await reconnect.serve(catalog.site(site.site_id), NO_LINK)
+    assert await jobs(catalog) == []
+
+
 async def jobs(catalog: SqliteCatalog) -> list[RetrievalJob]:
     return await asyncio.to_thread(lambda: catalog.retrieval_jobs(limit=100))
