@@ -21,7 +21,14 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from agent.accounts import Principal
-from agent.api_bodies import device_json, hold_json, site_info_json, status_json, timeline_json
+from agent.api_bodies import (
+    device_json,
+    hold_json,
+    optional_instant,
+    site_info_json,
+    status_json,
+    timeline_json,
+)
 from agent.event_hub import EventHub
 from agent.site_service import (
     DeviceNotFound,
@@ -125,7 +132,15 @@ class SiteLinkServer:
                     end_ns=end_ns,
                     expires_ns=expires_ns,
                 )
-                body = {"holds": [hold_json(h) for h in holds]}
+                # Each hold says up to where retention had already deleted its range, if it
+                # had (the central reports those recordings lost rather than retrieved).
+                body = {
+                    "holds": [
+                        {**hold_json(h), "deleted_until": optional_instant(until)}
+                        for h in holds
+                        for until in [await service.deleted_until(h)]
+                    ]
+                }
             case m.ListHoldsRequest():
                 body = {"holds": [hold_json(h) for h in await service.list_holds(principal)]}
             case m.ReleaseHoldRequest(_, hold_id):

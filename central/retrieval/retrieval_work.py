@@ -64,6 +64,7 @@ from central.retrieval.job_state import JobTransitionError, is_final, state_from
 from central.retrieval.retrieval_window import DailyWindow
 from central.retrieval.site_schedule import StreamKey, has_started, streams_to_start
 from central.retrieval.stream_rate import RateReading, StreamRate
+from shared.api_input import format_instant, parse_instant
 from shared.clock import NS_PER_S, Clock
 from shared.link import messages as m
 from shared.link_io.client import (
@@ -688,8 +689,9 @@ class _SiteRun:
                 if not is_final(stream.state)
             )
         )
-        placed = [hold_id for ids, _ in answers for hold_id in ids]
-        refused = [problem for _, problem in answers if problem is not None]
+        placed = [hold_id for ids, _, _ in answers for hold_id in ids]
+        refused = [problem for _, problem, _ in answers if problem is not None]
+        lost = [what for _, _, what in answers if what is not None]
         async with self._state_lock:
             now = await asyncio.to_thread(self._catalog.retrieval_job, job.job_id)
             held = [*placed, *now.holds]
@@ -702,12 +704,20 @@ class _SiteRun:
             await asyncio.to_thread(
                 self._catalog.set_retrieval_job_holds, job.job_id, [*placed, *kept]
             )
+        messages = []
         if refused:
-            message = (
+            messages.append(
                 f"retrieval {job.job_id}: the site refused to hold the recordings "
                 f"({'; '.join(refused)}); its retention may delete them before they are "
                 "retrieved"
             )
+        if lost:
+            messages.append(
+                f"retrieval {job.job_id}: the site's retention had already deleted part of "
+                f"the span ({'; '.join(lost)}); those recordings are lost"
+            )
+        if messages:
+            message = "; ".join(messages)
             await self._write(
                 self._catalog.set_retrieval_job_state,
                 job.job_id,
@@ -726,8 +736,9 @@ class _SiteRun:
 
     async def _place_hold(
         self, job: RetrievalJob, stream: JobStream, expires_ns: int
-    ) -> tuple[list[int], str | None]:
-        """The holds placed for one stream of the job, or why the site refused them."""
+    ) -> tuple[list[int], str | None, str | None]:
+        """The holds placed for one stream of the job; why the site refused them; what of
+        the span its retention had already deleted."""
         try:
             device = await asyncio.to_thread(self._catalog.device, stream.device_id)
             answer = await self._link.place_hold(
@@ -739,10 +750,21 @@ class _SiteRun:
                 reason=f"retrieval {job.job_id}",
             )
         except RequestFailed as exc:
-            return [], f"{stream.device_id}: {exc.message or exc.code}"
+            return [], f"{stream.device_id}: {exc.message or exc.code}", None
         except NotFound:
-            return [], None
-        return [int(hold["id"]) for hold in answer["holds"]], None
+            return [], None, None
+        placed = [int(hold["id"]) for hold in answer["holds"]]
+        deleted = [
+            parse_instant("deleted_until", hold["deleted_until"])
+            for hold in answer["holds"]
+            if hold.get("deleted_until")
+        ]
+        if not deleted:
+            return placed, None, None
+        until_ns = min(max(deleted), job.end_ns)
+        lost_s = (until_ns - job.start_ns) / NS_PER_S
+        lost = f"{stream.device_id}: before {format_instant(until_ns)} ({lost_s:.0f} s)"
+        return placed, None, lost
 
     async def _release_holds(self, job: RetrievalJob) -> None:
         """Release the job's holds; those the link ended before reaching stay recorded, for

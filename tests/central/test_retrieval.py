@@ -14,6 +14,9 @@ import pytest
 
 from shared.api_input import format_instant, parse_instant
 from shared.store.chunk_meta import ChunkMeta
+from shared.store.tombstones import Tombstone
+from tests.agent.site_config import write_site_config
+from tests.agent_api.api_site import DEVICES_TOML
 from tests.central.central_fixture import ADMIN_PASSWORD, RunningCentral, running_central
 from tests.central.cli_process import central_env, siteline
 from tests.central.link_sites import add_link_site, reconnect_jobs_once_ended
@@ -331,3 +334,82 @@ async def test_what_the_central_missed_while_the_link_was_down_is_retrieved(
                 site.store.read_chunk, "cam-a", "lq", meta.seq
             ) == await asyncio.to_thread(store.read_chunk, "cam-a", "lq", meta.seq, site_id=remote)
         await line.down()
+
+
+async def test_a_span_the_sites_retention_already_deleted_in_part_is_reported_lost(
+    tmp_path: Path,
+) -> None:
+    # A site that keeps 9 s of recordings (max_age_days 0.0001): a job asked for a span
+    # that began before what it still holds learns from the holds' answer that the start is
+    # gone, and says so (at risk, with a notification naming the device and the instant).
+    config = write_site_config(tmp_path / "site", DEVICES_TOML)
+    text = config.read_text()
+    config.write_text(text.replace('quota = "64 MiB"', 'quota = "64 MiB"\nmax_age_days = 0.0001'))
+    async with (
+        running_link_site(tmp_path / "site") as site,
+        running_central(tmp_path / "central", links_toml=LINKS) as central,
+    ):
+        _, ids = await add_link_site(central, site)
+        horizon = await _first_deletion(site, "cam-a")
+        start_ns = horizon.start_ns
+        status, job = await central.call(
+            "POST",
+            "/retrievals",
+            json={
+                "device_ids": [ids["cam-a"]],
+                "start": format_instant(start_ns),
+                "end": format_instant(central.node.clock.now_ns()),
+            },
+        )
+        assert status == 201, job
+        await _job_at_risk(central, job["id"])
+        _, notes = await central.call("GET", "/notifications")
+        (note,) = [n for n in notes["notifications"] if n["kind"] == "retrieval_at_risk"]
+        assert "already deleted part of the span" in note["message"], note
+        assert f"{ids['cam-a']}: before " in note["message"], note
+        lost_until = parse_instant("until", note["message"].split("before ")[1].split(" ")[0])
+        assert lost_until >= horizon.end_ns
+        status, stopped = await central.call("POST", f"/retrievals/{job['id']}/stop")
+        assert status == 200, stopped
+
+
+async def _first_deletion(site: LinkSite, device: str) -> Tombstone:
+    """The site's retention horizon of the device's hq, once its retention deleted a chunk."""
+    async with asyncio.timeout(WAIT_S):
+        while True:
+            horizon = await asyncio.to_thread(site.store.retention_horizon, device, "hq")
+            if horizon is not None:
+                return horizon
+            await asyncio.sleep(0.5)
+
+
+async def _job_at_risk(central: RunningCentral, job_id: str) -> None:
+    async with asyncio.timeout(WAIT_S):
+        while True:
+            _, job = await central.call("GET", f"/retrievals/{job_id}")
+            if job["at_risk"]:
+                return
+            await asyncio.sleep(0.2)
+
+
+async def test_a_span_the_site_still_holds_whole_is_not_at_risk(tmp_path: Path) -> None:
+    async with (
+        running_link_site(tmp_path / "site") as site,
+        running_central(tmp_path / "central", links_toml=LINKS) as central,
+    ):
+        _, ids = await add_link_site(central, site)
+        metas = await _site_hq(site, "cam-a", 2)
+        status, job = await central.call(
+            "POST",
+            "/retrievals",
+            json={
+                "device_ids": [ids["cam-a"]],
+                "start": format_instant(metas[0].header.start_ns),
+                "end": format_instant(metas[1].header.end_ns),
+            },
+        )
+        assert status == 201, job
+        done = await _job_until(central, job["id"], ("completed",))
+        assert done["at_risk"] is False
+        _, notes = await central.call("GET", "/notifications")
+        assert not [n for n in notes["notifications"] if n["kind"] == "retrieval_at_risk"]

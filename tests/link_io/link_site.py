@@ -17,6 +17,7 @@ from pathlib import Path
 from agent.accounts import Accounts
 from agent.config import AgentConfig, load_agent_config
 from agent.link_endpoint import link_route
+from agent.run_command import retention_policy
 from agent.site_runtime import AgentSite
 from agent.site_service import SiteService
 from agent.site_tls import site_identity
@@ -98,6 +99,7 @@ async def running_site_of(
         hold_budget_bytes=config.storage.hold_budget_bytes,
         clock=clock,
         home_site_id=config.site.id,
+        retention=retention_policy(config),  # as `siteline agent run` opens it
     )
     writer = StoreWriter(store)
     site = AgentSite(
