@@ -151,7 +151,8 @@ def _device_page_json(
 ) -> bytes:
     """One page of the device list in the complete list's order (site id, then as listed),
     with the `next` of the page after, encoded (blocking). Reads as many devices as the page
-    needs (more only where some are not visible to the caller)."""
+    needs, and the id of the one after (more only where some are not visible to the
+    caller): `next` is given when a device the caller may see follows the page."""
     if after is not None:
         try:
             anchor = catalog.device(after)
@@ -164,11 +165,12 @@ def _device_page_json(
         ):
             raise BadRequest("after", f"no device {after!r} in this list (start again without it)")
     page: list[DeviceRecord] = []
-    cursor, more = after, True
-    while more and len(page) <= limit:
+    beyond: str | None = None  # a visible device after a full page
+    cursor = after
+    while True:
         try:
             read = catalog.devices_page(
-                site_id=site_id, present_only=present_only, after=cursor, limit=limit + 1
+                site_id=site_id, present_only=present_only, after=cursor, limit=limit
             )
         except NotFound as exc:
             if exc.what == "site":
@@ -176,12 +178,21 @@ def _device_page_json(
             raise BadRequest(
                 "after", f"no device {cursor!r} in this list (removed while listing; start again)"
             ) from None
-        more = len(read) > limit
-        page.extend(d for d in read if visible(d.device_id))
-        if read:
-            cursor = read[-1].device_id
-    next_after = page[limit - 1].device_id if len(page) > limit else None
-    page = page[:limit]
+        for device in read.devices:
+            if not visible(device.device_id):
+                continue
+            if len(page) == limit:
+                beyond = device.device_id
+                break
+            page.append(device)
+        following = read.next_device_id
+        if beyond is not None or following is None:
+            break
+        if len(page) == limit and visible(following):
+            beyond = following
+            break
+        cursor = read.devices[-1].device_id
+    next_after = page[-1].device_id if beyond is not None else None
     sites = catalog.sites_by_id([d.site_id for d in page])
     listed = [device_json(d, sites.get(d.site_id), online(d.site_id)) for d in page]
     return json.dumps({"devices": listed, "next": next_after}).encode()

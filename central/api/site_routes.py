@@ -82,11 +82,11 @@ def _site_page_json(
     """One page of the site list in the complete list's order (as added), each site with
     its count of present devices, and the `next` of the page after (blocking)."""
     try:
-        read = catalog.sites_page(after=after, limit=limit + 1)
+        read = catalog.sites_page(after=after, limit=limit)
     except NotFound:
         raise BadRequest("after", f"no site {after!r} (start again without it)") from None
-    page = read[:limit]
-    next_after = page[-1].site_id if len(read) > limit else None
+    page = read.sites
+    next_after = page[-1].site_id if read.next_site_id is not None else None
     counts = catalog.present_device_counts([s.site_id for s in page])
     listed = [site_json(s, view_of(s.site_id), counts.get(s.site_id, 0)) for s in page]
     return json.dumps({"sites": listed, "next": next_after}).encode()

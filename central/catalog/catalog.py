@@ -23,6 +23,7 @@ from collections.abc import Collection, Mapping, Sequence
 from typing import Protocol
 
 from central.catalog.records import (
+    DevicePage,
     DeviceRecord,
     EnrolmentToken,
     HardwareDiff,
@@ -32,6 +33,7 @@ from central.catalog.records import (
     Notification,
     Recording,
     Role,
+    SitePage,
     SiteRecord,
     TokenRecord,
     UserRecord,
@@ -72,10 +74,11 @@ class Catalog(Protocol):
         """Every site, in the order they were added."""
         ...
 
-    def sites_page(self, *, after: str | None, limit: int) -> list[SiteRecord]:
+    def sites_page(self, *, after: str | None, limit: int) -> SitePage:
         """At most `limit` sites in the order of `sites`, from the one after the site
-        `after` (from the first when None); `NotFound` when `after` is no site. The cost
-        follows `limit`, not the number of sites."""
+        `after` (from the first when None), with the id of the site after them;
+        `NotFound` when `after` is no site. The cost follows `limit`, not the number of
+        sites."""
         ...
 
     def sites_by_id(self, site_ids: Sequence[str]) -> dict[str, SiteRecord]:
@@ -129,11 +132,11 @@ class Catalog(Protocol):
         present_only: bool = False,
         after: str | None,
         limit: int,
-    ) -> list[DeviceRecord]:
+    ) -> DevicePage:
         """At most `limit` devices in the order of `devices`, from the one after the device
-        `after` (from the first when None). `NotFound` for an unknown `site_id`, or when
-        `after` is no device of that list. The cost follows `limit`, not the number of
-        devices."""
+        `after` (from the first when None), with the id of the device after them.
+        `NotFound` for an unknown `site_id`, or when `after` is no device of that list. The
+        cost follows `limit`, not the number of devices."""
         ...
 
     def device(self, device_id: str) -> DeviceRecord:

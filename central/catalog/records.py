@@ -177,6 +177,15 @@ class SiteRecord:
             check.instant("last_seen_ns", self.last_seen_ns)
 
 
+@dataclass(frozen=True, slots=True)
+class SitePage:
+    """One page of the site list: `sites` in the list's order, and `next_site_id`, the id of
+    the site that follows them (None: the page ends the list), read as its id alone."""
+
+    sites: tuple[SiteRecord, ...]
+    next_site_id: str | None
+
+
 SITE_FIELDS_CHANGEABLE = frozenset(
     {
         "name",
@@ -294,6 +303,16 @@ class DeviceRecord:
         _check_device_settings(self)
         check.instant("created_ns", self.created_ns)
         check.instant("updated_ns", self.updated_ns)
+
+
+@dataclass(frozen=True, slots=True)
+class DevicePage:
+    """One page of a device list: `devices` in the list's order, and `next_device_id`, the
+    id of the device that follows them in the list (None: the page ends the list). Only the
+    page's devices are built as records; the one after is read as its id alone."""
+
+    devices: tuple[DeviceRecord, ...]
+    next_device_id: str | None
 
 
 HardwareField = Literal["kind", "original_name", "streams"]

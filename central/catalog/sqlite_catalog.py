@@ -57,6 +57,7 @@ from central.catalog.ids import DEVICE_ID_PREFIX, SITE_ID_PREFIX, new_id
 from central.catalog.records import (
     ROLES,
     SITE_FIELDS_CHANGEABLE,
+    DevicePage,
     DeviceRecord,
     EnrolmentToken,
     HardwareDiff,
@@ -66,6 +67,7 @@ from central.catalog.records import (
     Notification,
     Recording,
     Role,
+    SitePage,
     SiteRecord,
     TokenRecord,
     UserRecord,
@@ -240,11 +242,12 @@ class SqliteCatalog:
             rows = db.execute(f"SELECT {_SITES} FROM sites ORDER BY rowid").fetchall()
         return [site_from_row(row) for row in rows]
 
-    def sites_page(self, *, after: str | None, limit: int) -> list[SiteRecord]:
+    def sites_page(self, *, after: str | None, limit: int) -> SitePage:
+        check.integer("limit", limit, low=1)
         with self._reading() as db:
             if after is None:
                 rows = db.execute(
-                    f"SELECT {_SITES} FROM sites ORDER BY rowid LIMIT ?", (limit,)
+                    f"SELECT {_SITES} FROM sites ORDER BY rowid LIMIT ?", (limit + 1,)
                 ).fetchall()
             else:
                 anchor = db.execute(
@@ -254,9 +257,11 @@ class SqliteCatalog:
                     raise NotFound("site", after)
                 rows = db.execute(
                     f"SELECT {_SITES} FROM sites WHERE rowid > ? ORDER BY rowid LIMIT ?",
-                    (anchor[0], limit),
+                    (anchor[0], limit + 1),
                 ).fetchall()
-        return [site_from_row(row) for row in rows]
+        # The row after the page tells only that there is more: no record for it.
+        next_site_id = rows[limit]["site_id"] if len(rows) > limit else None
+        return SitePage(tuple(site_from_row(row) for row in rows[:limit]), next_site_id)
 
     def sites_by_id(self, site_ids: Sequence[str]) -> dict[str, SiteRecord]:
         rows: list[Any] = []
@@ -360,7 +365,7 @@ class SqliteCatalog:
     ) -> list[DeviceRecord]:
         with self._reading() as db:
             if site_id is not None:
-                _site_in(db, site_id)
+                _site_must_exist(db, site_id)
             rows = _device_rows_in(db, site_id, present_only=present_only)
         # Built outside the lock: for a long list, the records take longer than the query.
         return [device_from_row(row) for row in rows]
@@ -372,12 +377,13 @@ class SqliteCatalog:
         present_only: bool = False,
         after: str | None,
         limit: int,
-    ) -> list[DeviceRecord]:
+    ) -> DevicePage:
+        check.integer("limit", limit, low=1)
         conditions: list[str] = []
         params: list[object] = []
         with self._reading() as db:
             if site_id is not None:
-                _site_in(db, site_id)
+                _site_must_exist(db, site_id)
                 conditions.append("site_id = ?")
                 params.append(site_id)
             if present_only:
@@ -394,9 +400,11 @@ class SqliteCatalog:
             where = f"WHERE {' AND '.join(conditions)}" if conditions else ""
             rows = db.execute(
                 f"SELECT {_DEVICES} FROM devices {where} ORDER BY site_id, rowid LIMIT ?",
-                (*params, limit),
+                (*params, limit + 1),
             ).fetchall()
-        return [device_from_row(row) for row in rows]
+        # The row after the page tells only that there is more: no record for it.
+        next_device_id = rows[limit]["device_id"] if len(rows) > limit else None
+        return DevicePage(tuple(device_from_row(row) for row in rows[:limit]), next_device_id)
 
     def device(self, device_id: str) -> DeviceRecord:
         with self._reading() as db:
@@ -897,6 +905,12 @@ def _site_in(db: sqlite3.Connection, site_id: str) -> SiteRecord:
     if row is None:
         raise NotFound("site", site_id)
     return site_from_row(row)
+
+
+def _site_must_exist(db: sqlite3.Connection, site_id: str) -> None:
+    """`NotFound` unless the site exists (without building its record)."""
+    if db.execute("SELECT 1 FROM sites WHERE site_id = ?", (site_id,)).fetchone() is None:
+        raise NotFound("site", site_id)
 
 
 def _device_in(db: sqlite3.Connection, device_id: str) -> DeviceRecord:

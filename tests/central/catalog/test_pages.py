@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from central.catalog import NotFound, SqliteCatalog
+from central.catalog import InvalidRecord, NotFound, SqliteCatalog
 from central.catalog.records import DeviceRecord, SiteRecord
 from tests.central.catalog.catalog_parts import camera, dial_out_site
 
@@ -37,11 +37,12 @@ def _all_pages_of_devices(
         page = catalog.devices_page(
             site_id=site_id, present_only=present_only, after=after, limit=limit
         )
-        assert len(page) <= limit
-        listed.extend(page)
-        if len(page) < limit:
+        assert len(page.devices) <= limit
+        listed.extend(page.devices)
+        if page.next_device_id is None:
             return listed
-        after = page[-1].device_id
+        assert len(page.devices) == limit  # only the last page is short
+        after = page.devices[-1].device_id
 
 
 @pytest.mark.parametrize("limit", [1, 2, 3, 7, 100])
@@ -80,8 +81,38 @@ def test_a_page_goes_on_after_a_device_that_is_no_longer_present(catalog: Sqlite
     page = catalog.devices_page(present_only=True, after=gone.device_id, limit=100)
     everything = catalog.devices()
     later = everything[everything.index(gone) + 1 :]
-    assert page == [d for d in later if d.present]
-    assert page[0].site_id == gone.site_id
+    assert list(page.devices) == [d for d in later if d.present]
+    assert page.devices[0].site_id == gone.site_id
+    assert page.next_device_id is None
+
+
+def test_a_page_names_the_device_after_it_without_building_its_record(
+    catalog: SqliteCatalog, catalog_path: Path
+) -> None:
+    _sites_with_devices(catalog)
+    everything = catalog.devices()
+    first, second = everything[2], everything[3]
+    # A row that could not become a record: the page must read it as its id alone.
+    with sqlite3.connect(catalog_path) as db:
+        db.execute(
+            "UPDATE devices SET streams = 'not json' WHERE device_id = ?", (second.device_id,)
+        )
+    db.close()
+    page = catalog.devices_page(after=everything[0].device_id, limit=2)
+    assert [d.device_id for d in page.devices] == [everything[1].device_id, first.device_id]
+    assert page.next_device_id == second.device_id
+    last = catalog.devices_page(after=everything[-3].device_id, limit=2)
+    assert list(last.devices) == everything[-2:]
+    assert last.next_device_id is None
+
+
+def test_a_page_of_less_than_one_is_refused(catalog: SqliteCatalog) -> None:
+    _sites_with_devices(catalog)
+    for limit in (0, -1):
+        with pytest.raises(InvalidRecord, match="limit"):
+            catalog.devices_page(after=None, limit=limit)
+        with pytest.raises(InvalidRecord, match="limit"):
+            catalog.sites_page(after=None, limit=limit)
 
 
 @pytest.mark.parametrize("limit", [1, 2, 5, 6])
@@ -89,9 +120,15 @@ def test_pages_of_sites_join_into_the_complete_list(catalog: SqliteCatalog, limi
     _sites_with_devices(catalog)
     listed: list[SiteRecord] = []
     after = None
-    while page := catalog.sites_page(after=after, limit=limit):
-        listed.extend(page)
-        after = page[-1].site_id
+    while True:
+        page = catalog.sites_page(after=after, limit=limit)
+        assert len(page.sites) <= limit
+        listed.extend(page.sites)
+        if page.next_site_id is None:
+            break
+        assert len(page.sites) == limit  # only the last page is short
+        after = page.sites[-1].site_id
+        assert page.next_site_id == catalog.sites()[len(listed)].site_id
     assert listed == catalog.sites()
     with pytest.raises(NotFound, match="site 's-nothere000'"):
         catalog.sites_page(after="s-nothere000", limit=1)
