@@ -80,36 +80,33 @@ class ReconnectRetrieval:
         if site.remote_site_id is None:
             return
         for device, (start_ns, end_ns) in await asyncio.to_thread(self._holes, site):
-            job = await self._retrievals.create(
-                [device.device_id],
-                start_ns,
-                end_ns,
-                quality=REFERENCE_STREAM,
-                origin=JobOrigin.RECONNECT,
-            )
-            _log.info(
-                "%s: the central's recording of %s has a hole of %.1f s; retrieval %s",
-                site.name,
-                device.device_id,
-                (end_ns - start_ns) / NS_PER_S,
-                job.job_id,
+            await self._queue(
+                site, device, start_ns, end_ns, "the central's recording has a hole of"
             )
         now_ns = self._clock.now_ns()
         for device, start_ns in await asyncio.to_thread(self._gaps, site, now_ns):
-            job = await self._retrievals.create(
-                [device.device_id],
-                start_ns,
-                now_ns,
-                quality=REFERENCE_STREAM,
-                origin=JobOrigin.RECONNECT,
+            await self._queue(
+                site, device, start_ns, now_ns, "the central missed, while the link was down,"
             )
-            _log.info(
-                "%s: the central missed %.0f s of %s while the link was down; retrieval %s",
-                site.name,
-                (now_ns - start_ns) / NS_PER_S,
-                device.device_id,
-                job.job_id,
-            )
+
+    async def _queue(
+        self, site: SiteRecord, device: DeviceRecord, start_ns: int, end_ns: int, what: str
+    ) -> None:
+        job = await self._retrievals.create(
+            [device.device_id],
+            start_ns,
+            end_ns,
+            quality=REFERENCE_STREAM,
+            origin=JobOrigin.RECONNECT,
+        )
+        _log.info(
+            "%s: %s: %s %.1f s; retrieval %s",
+            site.name,
+            device.device_id,
+            what,
+            (end_ns - start_ns) / NS_PER_S,
+            job.job_id,
+        )
 
     def _gaps(self, site: SiteRecord, now_ns: int) -> list[tuple[DeviceRecord, int]]:
         """(device, start of its gap) for each device the central missed (blocking)."""

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from central.catalog import NewRetrievalJob, SqliteCatalog
+from central.catalog.records import DeviceRecord, SiteRecord
 from central.retrieval.job_records import JobOrigin, RetrievalJob
 from central.retrieval.reconnect_retrieval import ReconnectRetrieval
 from central.retrieval.retrieval_service import RetrievalService
@@ -50,6 +52,36 @@ def store(tmp_path: Path, clock: ManualClock) -> Iterator[ChunkStore]:
     opened.close()
 
 
+@dataclass(frozen=True)
+class Depot:
+    """A site of one camera the central records (`recording` both), and the works that
+    queue its jobs."""
+
+    site: SiteRecord
+    cam: DeviceRecord
+    retrievals: RetrievalService
+    reconnect: ReconnectRetrieval
+
+
+def depot_recorded_centrally(
+    catalog: SqliteCatalog,
+    store: ChunkStore,
+    clock: ManualClock,
+    *,
+    central_rule: dict[str, Any] | None = None,
+) -> Depot:
+    site, (cam,) = catalog.add_site(
+        dial_in_site("Depot", remote_site_id=REMOTE_SITE), None, [camera("cam-a")]
+    )
+    if central_rule is None:
+        cam = catalog.update_device(cam.device_id, recording="both")
+    else:
+        cam = catalog.update_device(cam.device_id, recording="both", central_rule=central_rule)
+    retrievals = RetrievalService(catalog, RetrievalWork(catalog, NoChunks(), clock=clock))
+    reconnect = ReconnectRetrieval(catalog, store, retrievals, clock=clock)
+    return Depot(catalog.site(site.site_id), cam, retrievals, reconnect)
+
+
 def store_head(store: ChunkStore, end_ns: int) -> None:
     """One real lq chunk of cam-a ending at `end_ns`: the central's head of the stream."""
     gop = encoded_gops()[0]
@@ -73,13 +105,8 @@ def store_head(store: ChunkStore, end_ns: int) -> None:
 async def test_a_new_gap_is_queued_after_what_unfinished_jobs_bring(
     catalog: SqliteCatalog, store: ChunkStore, clock: ManualClock
 ) -> None:
-    site, (cam,) = catalog.add_site(
-        dial_in_site("Depot", remote_site_id=REMOTE_SITE), None, [camera("cam-a")]
-    )
-    cam = catalog.update_device(cam.device_id, recording="both")
-    site = catalog.site(site.site_id)
-    retrievals = RetrievalService(catalog, RetrievalWork(catalog, NoChunks(), clock=clock))
-    reconnect = ReconnectRetrieval(catalog, store, retrievals, clock=clock)
+    depot = depot_recorded_centrally(catalog, store, clock)
+    site, cam, reconnect = depot.site, depot.cam, depot.reconnect
     now = clock.now_ns()
     head_end = now - 100 * NS_PER_S
     await asyncio.to_thread(store_head, store, head_end)
@@ -149,13 +176,8 @@ async def test_a_hole_before_the_head_is_queued_once(
 ) -> None:
     # Chunks 3 and 4 were missed while an earlier link was up, and the central was killed
     # before their batch became a job: the next link's start finds the hole.
-    site, (cam,) = catalog.add_site(
-        dial_in_site("Depot", remote_site_id=REMOTE_SITE), None, [camera("cam-a")]
-    )
-    cam = catalog.update_device(cam.device_id, recording="both")
-    site = catalog.site(site.site_id)
-    retrievals = RetrievalService(catalog, RetrievalWork(catalog, NoChunks(), clock=clock))
-    reconnect = ReconnectRetrieval(catalog, store, retrievals, clock=clock)
+    depot = depot_recorded_centrally(catalog, store, clock)
+    site, retrievals, reconnect = depot.site, depot.retrievals, depot.reconnect
     now = clock.now_ns()
     headers = await asyncio.to_thread(store_chain, store, now - 2 * NS_PER_S, 8, {3, 4})
     await reconnect.serve(site, NO_LINK)
@@ -173,14 +195,9 @@ async def test_under_a_triggered_rule_a_missing_seq_is_no_hole(
     catalog: SqliteCatalog, store: ChunkStore, clock: ManualClock
 ) -> None:
     # The rule may not have wanted those chunks: only a miss the gate released is a hole.
-    site, (cam,) = catalog.add_site(
-        dial_in_site("Depot", remote_site_id=REMOTE_SITE), None, [camera("cam-a")]
-    )
-    catalog.update_device(cam.device_id, recording="both", central_rule={"mode": "motion"})
-    retrievals = RetrievalService(catalog, RetrievalWork(catalog, NoChunks(), clock=clock))
-    reconnect = ReconnectRetrieval(catalog, store, retrievals, clock=clock)
+    depot = depot_recorded_centrally(catalog, store, clock, central_rule={"mode": "motion"})
     await asyncio.to_thread(store_chain, store, clock.now_ns() - 2 * NS_PER_S, 8, {3, 4})
-    await reconnect.serve(catalog.site(site.site_id), NO_LINK)
+    await depot.reconnect.serve(depot.site, NO_LINK)
     assert await jobs(catalog) == []
 
 
