@@ -10,7 +10,9 @@ restart into the history as a cut.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import random
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +21,7 @@ from typing import Any
 from tests.central.central_fixture import RunningCentral, running_central
 from tests.central.retrieval_faults.fault_run import (
     LINKS_TOML,
+    WAIT_S,
     AddedSite,
     CentralSide,
     DeliveryRecorder,
@@ -57,6 +60,22 @@ class ProxiedRun:
         context = running_link_site(self.site_folder, port=port)
         self.site = await context.__aenter__()
         self._site_context = context
+
+    async def reset_at_a_random_byte(
+        self, rng: random.Random, label: str, *, within_bytes: int
+    ) -> None:
+        """Arm the proxy to reset the link after 1,000 to `within_bytes` further bytes to
+        the central, and wait until it did."""
+        cuts = self.proxy.cuts
+        self.proxy.reason = label
+        self.proxy.cut_after_bytes = self.proxy.forwarded_to_client + rng.randrange(
+            1_000, within_bytes
+        )
+        async with asyncio.timeout(WAIT_S):
+            while True:
+                if self.proxy.cuts > cuts:
+                    return
+                await asyncio.sleep(0.02)
 
     async def verdict(self, job: dict[str, Any], devices: list[str]) -> RetrievalCheck:
         node = self.central.node

@@ -10,7 +10,6 @@ Deliveries are counted where the central hands a chunk to its store (`DeliveryRe
 
 from __future__ import annotations
 
-import asyncio
 import os
 import random
 import time
@@ -39,19 +38,6 @@ CAP_BPS = 1_000_000
 STALL_FOUND_WITHIN_S = READ_TIMEOUT_S + 1.0
 """The read timeout, plus the time the central's status and this test's polling take."""
 LONG = os.environ.get("SITELINE_LONG_FAULTS") == "1"
-
-
-async def _reset_at_a_random_byte(run: ProxiedRun, rng: random.Random, label: str) -> None:
-    """Arm the proxy to reset the link after a random number of further bytes to the
-    central, and wait until it did."""
-    cuts = run.proxy.cuts
-    run.proxy.reason = label
-    run.proxy.cut_after_bytes = run.proxy.forwarded_to_client + rng.randrange(1_000, 80_000)
-    async with asyncio.timeout(WAIT_S):
-        while True:
-            if run.proxy.cuts > cuts:
-                return
-            await asyncio.sleep(0.02)
 
 
 async def _stall(run: ProxiedRun, label: str) -> float:
@@ -84,7 +70,7 @@ async def _cut_repeatedly(tmp_path: Path, *, cuts: int, chunks: int, seed: int) 
             if number % 3 == 2:
                 stalls.append(await _stall(run, f"{label}: stall"))
             else:
-                await _reset_at_a_random_byte(run, rng, f"{label}: reset")
+                await run.reset_at_a_random_byte(rng, f"{label}: reset", within_bytes=80_000)
             made += 1
         job = await job_until(run.central, job_id, ended, timeout_s=WAIT_S * 2)
         check = await run.verdict(job, DEVICES)

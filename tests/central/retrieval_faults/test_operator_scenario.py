@@ -116,14 +116,7 @@ async def _cut_at_a_random_byte(run: ProxiedRun, rng: random.Random, label: str)
     of further bytes to the central, and wait until it did."""
     await site_until(run.central, run.added.site_id, online=True)
     await run.recorder.more(1)
-    cuts = run.proxy.cuts
-    run.proxy.reason = label
-    run.proxy.cut_after_bytes = run.proxy.forwarded_to_client + rng.randrange(1_000, 40_000)
-    async with asyncio.timeout(WAIT_S):
-        while True:
-            if run.proxy.cuts > cuts:
-                return
-            await asyncio.sleep(0.02)
+    await run.reset_at_a_random_byte(rng, label, within_bytes=40_000)
 
 
 async def _watch_progress(run: ProxiedRun, job_id: str, seen: list[tuple[int, int]]) -> None:
