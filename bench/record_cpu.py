@@ -16,6 +16,11 @@ Three modes:
 - fast: both go through the file as fast as they can. This favours batch work and shows
   the cost of handing each packet from the reader thread to the event loop.
 
+Beside them, in the live mode, the floor (bench/record_floor.py): a minimal recorder that does
+only what every recording must (an ffmpeg child remuxing into a pipe, read in bursts twice a
+second, each GOP hashed, signed and committed with one synced LMDB commit), so the agent's
+figure can be read against what a recorder written in Python can reach on the same stream.
+
 Goal: live-camera ratio at most 1.2.
 
     .venv/bin/python bench/record_cpu.py [--seconds 60] [--fast-seconds 300]
@@ -177,12 +182,33 @@ def run_pair(
     return max(ffmpeg_cpu_s - startup_s, 1e-6), float(result["cpu_s"]), result
 
 
+def run_floor(url: str, store: Path, seconds: int) -> float:
+    """The minimal recorder (bench/record_floor.py) on `url`: its CPU-s per minute stored,
+    its ffmpeg child's included."""
+    _total, out = _cpu_of(
+        subprocess.Popen(
+            [
+                sys.executable,
+                str(REPO / "bench" / "record_floor.py"),
+                url,
+                str(store),
+                "--seconds",
+                str(seconds),
+            ],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+    )
+    result = json.loads(out.strip().splitlines()[-1])
+    return (float(result["cpu_s"]) + float(result["ffmpeg_cpu_s"])) / (result["chunks"] / 60)
+
+
 def run_live(
     work: Path, seconds: int, *, startup_s: float, rounds: int = 2
-) -> tuple[float, float, dict[str, float]]:
-    """ffmpeg and the agent each record a live RTSP camera, one after the other, `rounds`
-    times; the best CPU-s per minute of stored video of each (ffmpeg, agent), and the
-    agent's best run per thread."""
+) -> tuple[float, float, float, dict[str, float]]:
+    """ffmpeg, the agent and the minimal recorder each record a live RTSP camera, one after
+    the other, `rounds` times; the best CPU-s per minute of stored video of each (ffmpeg,
+    agent, floor), and the agent's best run per thread."""
     sys.path.insert(0, str(REPO))
     from tests.rtsp_server import RtspServerProcess, system_python_has_gi  # noqa: PLC0415
 
@@ -193,7 +219,7 @@ def run_live(
         port = probe.getsockname()[1]
     server = RtspServerProcess(port, hq_profile="1920x1080@25:4000")
     server.start()
-    ffmpeg_best = agent_best = float("inf")
+    ffmpeg_best = agent_best = floor_best = float("inf")
     agent_threads: dict[str, float] = {}
     try:
         url = server.url("/hq")
@@ -225,6 +251,9 @@ def run_live(
                     text=True,
                 )
             )
+            floor_best = min(
+                floor_best, run_floor(url, work / f"store-floor-{round_index}", seconds)
+            )
             result = json.loads(out.strip().splitlines()[-1])
             stored_min = result["chunks"] / 60
             if float(result["cpu_s"]) / stored_min < agent_best:
@@ -234,7 +263,7 @@ def run_live(
                 }
     finally:
         server.stop()
-    return ffmpeg_best, agent_best, agent_threads
+    return ffmpeg_best, agent_best, floor_best, agent_threads
 
 
 def main() -> int:
@@ -258,11 +287,17 @@ def main() -> int:
         f"(ffmpeg's start-up, {startup_s:.3f} CPU-s, is subtracted from its figures; the "
         "agent's exclude its imports)"
     )
-    ffmpeg_per_min, agent_per_min, agent_threads = live
+    ffmpeg_per_min, agent_per_min, floor_per_min, agent_threads = live
     ratio_live = agent_per_min / ffmpeg_per_min
     print(
         f"{'live RTSP camera':>16}: ffmpeg -c copy -f segment {ffmpeg_per_min:.3f}, "
         f"agent {agent_per_min:.3f}, ratio {ratio_live:.2f} (best of 2 runs each, one at a time)"
+    )
+    print(
+        f"{'':>16}  floor (bench/record_floor.py: an ffmpeg child into a pipe, read in bursts, "
+        f"each GOP hashed, signed, one synced commit; nothing else) {floor_per_min:.3f}, "
+        f"ratio {floor_per_min / ffmpeg_per_min:.2f}; the agent is "
+        f"{agent_per_min / floor_per_min:.2f}x the floor"
     )
     by_thread = ", ".join(f"{name} {cpu:.3f}" for name, cpu in sorted(agent_threads.items()))
     print(f"{'':>16}  the agent's threads: {by_thread}")
