@@ -12,7 +12,10 @@ def register(parser: argparse.ArgumentParser) -> None:
     commands = parser.add_subparsers(dest="central_command", metavar="COMMAND", required=True)
 
     init = commands.add_parser(
-        "init", help="write DIR/central.toml and create the first administrator, 'admin'"
+        "init",
+        help="write DIR/central.toml and create the first administrator, 'admin'",
+        description="Write DIR/central.toml and create the first administrator, 'admin'. "
+        "A folder that has a central already is refused unless --force is given.",
     )
     init.add_argument("--dir", type=Path, required=True, help="folder of the central")
     init.add_argument(
@@ -30,7 +33,12 @@ def register(parser: argparse.ArgumentParser) -> None:
     )
     init.set_defaults(handler=_init)
 
-    run = commands.add_parser("run", help="serve until stopped (SIGTERM or SIGINT)")
+    run = commands.add_parser(
+        "run",
+        help="serve until stopped (SIGTERM or SIGINT)",
+        description="Serve the central's API, links and recordings until stopped "
+        "(SIGTERM or SIGINT stop it cleanly, exit 0).",
+    )
     run.add_argument("--config", type=Path, required=True, help="the central.toml to use")
     run.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR")
     run.set_defaults(handler=_run)
