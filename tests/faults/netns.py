@@ -1,9 +1,10 @@
 """A second host on this machine: a network namespace joined to the test's by a veth pair.
 
 The link between the two ends is a real network path the kernel routes, so the tests can do
-to it what happens to a site's line: shape it with `tc tbf`, and pull it (`ip link set down`),
+to it what happens to a site's line: shape it with `tc tbf`, pull it (`ip link set down`),
 which drops every packet without a reset on either side: the half-open connection a dead
-mobile link leaves behind. (`tc netem` is not available here, so there is no kernel delay or
+mobile link leaves behind; or blackhole the routes between the two ends (a routing failure
+on the way, both links up). (`tc netem` is not available here, so there is no kernel delay or
 loss; the TCP proxy in `tests/link_io/link_site.py` covers resets and byte-exact cuts.)
 
 Needs root and iproute2; `namespace_or_skip` skips the test, saying why, where either is
@@ -49,6 +50,21 @@ class NamespacePair:
 
     def link_up(self) -> None:
         _ip("netns", "exec", self.name, "ip", "link", "set", self.site_device, "up")
+
+    def blackhole_on(self) -> None:
+        """A routing failure on the way: each end's route to the other becomes a blackhole
+        (a /32 more specific than the pair's /30), so every packet either end sends is
+        dropped by its own kernel, while both links stay up and nothing is reset."""
+        _ip("route", "add", "blackhole", f"{self.site_address}/32")
+        _ip(*self._inside_route("add"))
+
+    def blackhole_off(self) -> None:
+        _ip("route", "del", "blackhole", f"{self.site_address}/32")
+        _ip(*self._inside_route("del"))
+
+    def _inside_route(self, action: str) -> tuple[str, ...]:
+        route = ("route", action, "blackhole", f"{self.host_address}/32")
+        return ("netns", "exec", self.name, "ip", *route)
 
     def received_bytes(self) -> int:
         """Bytes that came from the namespace over the pair so far: this end's receive
@@ -112,3 +128,8 @@ def namespace_or_skip() -> Iterator[NamespacePair]:
         # Deleting the namespace destroys its end of the veth pair, and with it ours.
         subprocess.run(["ip", "netns", "del", pair.name], capture_output=True, check=False)
         subprocess.run(["ip", "link", "del", pair.host_device], capture_output=True, check=False)
+        subprocess.run(  # a blackhole left by a failed test
+            ["ip", "route", "del", "blackhole", f"{pair.site_address}/32"],
+            capture_output=True,
+            check=False,
+        )

@@ -18,8 +18,8 @@ timeout (3 s at both). It stays out for
   job made, or a new link up, to the pull or the last data to arrive) the bytes the
   central's links received average within `CAP_TOLERANCE` of the cap, and the bytes that
   came over the veth exceed it by no more than that and their TCP/IP headers. Single 1 s
-  windows are not judged here (the first second of a capped transfer overshoots: a known
-  issue, see tests/central/retrieval_faults/test_bandwidth_cap.py);
+  windows are judged in tests/central/retrieval_faults/test_bandwidth_cap.py, with the
+  first second;
 - what a cut costs on the line: the link carried no more than the payload stored, its
   framing, and per cut one chunk for each stream (the one under way).
 
@@ -27,7 +27,9 @@ A cut is written into the run's history once the central has stopped the job's s
 (the job reads "waiting for the site's link"): every chunk handed to the store before that
 came over the old link, every one after it over the new.
 
-The first case pulls the cable mid-transfer; the second pulls it twice: as the central
+The first case pulls the cable mid-transfer; the second blackholes the routes between the
+two ends instead (a routing failure on the way: both links stay up, each kernel drops what
+it sends); the third pulls it twice: as the central
 sends its first request to hold the job's spans at the site (so the site never gets it),
 then at a random moment of the transfer (the seed is in the failure messages).
 """
@@ -186,6 +188,8 @@ class Cable:
 
     run: NamespaceRun
     meter: CapMeter
+    by_blackhole: bool = False
+    """Cut by blackholing the routes between the two ends instead of pulling the cable."""
     stalls_found_s: list[float] = field(default_factory=list)
     _pulled: asyncio.Event = field(default_factory=asyncio.Event)
     _link: LinkClient | None = None
@@ -199,7 +203,10 @@ class Cable:
         self._link = self.run.link()
         assert self._link is not None, "the cable was pulled while no link was up"
         self.meter.end()
-        self.run.ns.link_down()
+        if self.by_blackhole:
+            self.run.ns.blackhole_on()
+        else:
+            self.run.ns.link_down()
         self._pulled_at_s = time.monotonic()
         self._pulled.set()
 
@@ -217,7 +224,10 @@ class Cable:
         await job_until(self.run.central, job_id, lambda job: job["reason"] == LINK_DOWN_REASON)
         self.run.history.cut(label)
         await asyncio.sleep(max(0.0, self._pulled_at_s + CUT_S - time.monotonic()))
-        self.run.ns.link_up()
+        if self.by_blackhole:
+            self.run.ns.blackhole_off()
+        else:
+            self.run.ns.link_up()
         self._pulled.clear()
         async with asyncio.timeout(WAIT_S):
             while True:
@@ -297,6 +307,22 @@ async def test_a_job_completes_after_the_cable_is_pulled_mid_transfer(tmp_path: 
         await cable.outage(job_id, "the cable was pulled mid-transfer")
         at_plug = run.recorder.deliveries
         await finish(run, job_id, made=made, cable=cable, meter=meter, cuts=1, context="one cut")
+        assert run.recorder.deliveries > at_plug
+
+
+async def test_a_job_completes_after_the_routes_are_blackholed_mid_transfer(
+    tmp_path: Path,
+) -> None:
+    async with namespace_run(tmp_path) as run, cap_meter(run) as meter:
+        cable = Cable(run, meter, by_blackhole=True)
+        job_id, made = await start_job(run, meter, measure_from_start=True)
+        await run.recorder.more(CUT_AFTER_DELIVERIES)
+        cable.pull()
+        await cable.outage(job_id, "the routes were blackholed mid-transfer")
+        at_plug = run.recorder.deliveries
+        await finish(
+            run, job_id, made=made, cable=cable, meter=meter, cuts=1, context="one blackhole"
+        )
         assert run.recorder.deliveries > at_plug
 
 

@@ -143,16 +143,25 @@ async def running_site_of(
 
 
 class TcpProxy:
-    """Forwards loopback TCP to a target; can cut every connection, or stall them (stop
-    forwarding without closing, as a half-open connection looks)."""
+    """Forwards loopback TCP to a target; can cut every connection, stall them (stop
+    forwarding without closing, as a half-open connection looks), delay what it forwards
+    (`latency_s`, each way, order kept) and slice it (`slice_bytes`: written on in pieces of
+    at most that many bytes, each its own send, so frames arrive split at odd places)."""
 
-    def __init__(self, target_port: int) -> None:
+    def __init__(
+        self, target_port: int, *, latency_s: float = 0.0, slice_bytes: int | None = None
+    ) -> None:
+        if latency_s < 0 or (slice_bytes is not None and slice_bytes < 1):
+            raise ValueError("latency_s must be >= 0 and slice_bytes >= 1")
         self.target_port = target_port
+        self.latency_s = latency_s
+        self.slice_bytes = slice_bytes
         self.port = 0
         self.flowing = asyncio.Event()  # cleared: stalled
         self.flowing.set()
         self.cut_after_bytes: int | None = None  # cut when this many bytes went to the client
         self.forwarded_to_client = 0
+        self.sends = 0  # writes made to either side (slices count one each)
         self.cuts = 0
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
@@ -200,20 +209,63 @@ class TcpProxy:
     async def _pump(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *, to_client: bool
     ) -> None:
+        """Read from one side; a delivery task writes it to the other when it is due."""
+        due: asyncio.Queue[tuple[float, bytes] | None] = asyncio.Queue(maxsize=64)
+        delivery = asyncio.create_task(self._deliver(due, writer, to_client=to_client))
+        loop = asyncio.get_running_loop()
         try:
             while data := await reader.read(16384):
                 await self.flowing.wait()
-                if to_client:
-                    self.forwarded_to_client += len(data)
-                writer.write(data)
-                await writer.drain()
-                limit = self.cut_after_bytes
-                if to_client and limit is not None and self.forwarded_to_client >= limit:
-                    self.cut_after_bytes = None
-                    self.cuts += 1
-                    self.cut()
-                    return
+                await due.put((loop.time() + self.latency_s, data))
+            await due.put(None)
+            await delivery
         except (ConnectionError, OSError):
             pass
         finally:
+            delivery.cancel()
+            with contextlib.suppress(asyncio.CancelledError, ConnectionError, OSError):
+                await delivery
             writer.transport.abort()
+
+    async def _deliver(
+        self,
+        due: asyncio.Queue[tuple[float, bytes] | None],
+        writer: asyncio.StreamWriter,
+        *,
+        to_client: bool,
+    ) -> None:
+        """Write each piece when due; after a cut or a write error, take the rest and drop
+        it (so the reading side never waits on a full queue)."""
+        loop = asyncio.get_running_loop()
+        broken = False
+        while (item := await due.get()) is not None:
+            if broken:
+                continue
+            at, data = item
+            if (wait_s := at - loop.time()) > 0:
+                await asyncio.sleep(wait_s)
+            await self.flowing.wait()
+            try:
+                broken = await self._write_sliced(writer, data, to_client=to_client)
+            except (ConnectionError, OSError):
+                broken = True
+
+    async def _write_sliced(
+        self, writer: asyncio.StreamWriter, data: bytes, *, to_client: bool
+    ) -> bool:
+        """Write `data` in slices; True when the armed cut was made."""
+        step = self.slice_bytes or len(data)
+        for offset in range(0, len(data), step):
+            piece = data[offset : offset + step]
+            if to_client:
+                self.forwarded_to_client += len(piece)
+            writer.write(piece)
+            self.sends += 1
+            await writer.drain()
+            limit = self.cut_after_bytes
+            if to_client and limit is not None and self.forwarded_to_client >= limit:
+                self.cut_after_bytes = None
+                self.cuts += 1
+                self.cut()
+                return True
+        return False

@@ -165,13 +165,26 @@ def chunks_so_far(job: dict[str, Any]) -> int:
 class ObservedProxy(TcpProxy):
     """The TCP proxy, writing every cut into the run's history as it makes it."""
 
-    def __init__(self, target_port: int, history: DeliveryHistory) -> None:
-        super().__init__(target_port)
+    def __init__(
+        self,
+        target_port: int,
+        history: DeliveryHistory,
+        *,
+        latency_s: float = 0.0,
+        slice_bytes: int | None = None,
+    ) -> None:
+        super().__init__(target_port, latency_s=latency_s, slice_bytes=slice_bytes)
         self.history = history
         self.reason = "the proxy reset the link"
+        self.hold_after_cut = False
+        """Set: a cut also stops forwarding (the next link cannot carry anything) and leaves
+        the history's cut marker to the caller, to be written once the central has let go
+        of the old link (see `ProxiedRun.reset_at_a_random_byte`)."""
 
     def cut(self) -> None:
-        if self._writers:
+        if self.hold_after_cut:
+            self.flowing.clear()
+        elif self._writers:
             self.history.cut(self.reason)
         super().cut()
 

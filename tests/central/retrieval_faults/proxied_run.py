@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from central.retrieval.retrieval_work import LINK_DOWN_REASON
 from tests.central.central_fixture import RunningCentral, running_central
 from tests.central.retrieval_faults.fault_run import (
     LINKS_TOML,
@@ -27,6 +28,8 @@ from tests.central.retrieval_faults.fault_run import (
     DeliveryRecorder,
     ObservedProxy,
     add_site,
+    ended,
+    site_until,
     verdict,
 )
 from tests.link_io.link_site import LinkSite, running_link_site
@@ -65,15 +68,45 @@ class ProxiedRun:
         self, rng: random.Random, label: str, *, within_bytes: int
     ) -> None:
         """Arm the proxy to reset the link after 1,000 to `within_bytes` further bytes to
-        the central, and wait until it did."""
+        the central, and wait until it did and the central has let go of the old link.
+
+        The cut goes into the history only then: frames the central had already received
+        when the proxy reset the link may still be stored after the reset, and they belong
+        to the old link. Until then the proxy forwards nothing, so no new link can carry a
+        chunk before the marker."""
         cuts = self.proxy.cuts
         self.proxy.reason = label
+        self.proxy.hold_after_cut = True
         self.proxy.cut_after_bytes = self.proxy.forwarded_to_client + rng.randrange(
             1_000, within_bytes
         )
+        try:
+            async with asyncio.timeout(WAIT_S):
+                while True:
+                    if self.proxy.cuts > cuts:
+                        break
+                    await asyncio.sleep(0.02)
+            await self._until_the_old_link_is_let_go()
+            self.history.cut(label)
+        finally:
+            self.proxy.hold_after_cut = False
+            self.proxy.flowing.set()
+
+    async def _until_the_old_link_is_let_go(self) -> None:
+        """Until the central sees the site offline and every unended job of the site says
+        it waits for the site's link (its streams have stopped)."""
+        await site_until(self.central, self.added.site_id, online=False)
         async with asyncio.timeout(WAIT_S):
             while True:
-                if self.proxy.cuts > cuts:
+                _, listing = await self.central.call(
+                    "GET", f"/retrievals?site={self.added.site_id}&state=pending,running"
+                )
+                waiting = [
+                    job["reason"] == LINK_DOWN_REASON
+                    for job in listing["retrievals"]
+                    if not ended(job)
+                ]
+                if all(waiting):
                     return
                 await asyncio.sleep(0.02)
 
@@ -92,7 +125,10 @@ class ProxiedRun:
 
 
 @contextlib.asynccontextmanager
-async def proxied_run(tmp_path: Path) -> AsyncIterator[ProxiedRun]:
+async def proxied_run(
+    tmp_path: Path, *, latency_s: float = 0.0, slice_bytes: int | None = None
+) -> AsyncIterator[ProxiedRun]:
+    """The run; `latency_s` and `slice_bytes` go to the proxy (see `TcpProxy`)."""
     site_folder = tmp_path / "site"
     history = DeliveryHistory()
     site_context = running_link_site(site_folder)
@@ -100,7 +136,9 @@ async def proxied_run(tmp_path: Path) -> AsyncIterator[ProxiedRun]:
     run: ProxiedRun | None = None
     try:
         async with running_central(tmp_path / "central", links_toml=LINKS_TOML) as central:
-            proxy = ObservedProxy(site.port, history)
+            proxy = ObservedProxy(
+                site.port, history, latency_s=latency_s, slice_bytes=slice_bytes
+            )
             await proxy.start()
             try:
                 added = await add_site(
