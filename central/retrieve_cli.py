@@ -211,7 +211,7 @@ def progress_line(job: Mapping[str, Any]) -> str:
         format_size(total_bytes),
     ]
     if rates:
-        parts.append(f"{sum(rates) / 1e6:.2f} Mbit/s")
+        parts.append(_rate(sum(rates)))
     if etas:
         parts.append(f"{_duration(max(etas))} left")
     state = job["state"]
@@ -219,6 +219,13 @@ def progress_line(job: Mapping[str, Any]) -> str:
         state += f" ({job['reason']})"
     parts.append(state)
     return "  ".join(parts)
+
+
+def _rate(bits_per_s: int) -> str:
+    """A rate in Mbit/s from 1 Mbit/s up, in kbit/s below (a low cap keeps its digits)."""
+    if bits_per_s >= 1_000_000:
+        return f"{bits_per_s / 1e6:.2f} Mbit/s"
+    return f"{bits_per_s / 1e3:.0f} kbit/s"
 
 
 def _duration(seconds: float) -> str:

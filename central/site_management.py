@@ -278,12 +278,25 @@ def probed_devices(probed: ProbedSite) -> list[NewDevice]:
     return devices
 
 
+MIN_RETRIEVAL_CAP_BPS = 256_000
+"""The lowest retrieval cap the API takes: the cap is kept within 5% in every 1 s window
+down to it (docs/design/protocol.md, pacing)."""
+
+
 def _retrieval(current: RetrievalSettings, changes: Mapping[str, object]) -> RetrievalSettings:
     allowed = {"max_bandwidth_bps", "window_start", "window_end", "parallel_devices"}
     unknown = sorted(set(changes) - allowed)
     if unknown:
         raise InvalidRecord(
             f"retrieval.{unknown[0]}", f"unknown; known: {', '.join(sorted(allowed))}"
+        )
+    cap = changes.get("max_bandwidth_bps")
+    if isinstance(cap, int) and not isinstance(cap, bool) and cap < MIN_RETRIEVAL_CAP_BPS:
+        raise InvalidRecord(
+            "retrieval.max_bandwidth_bps",
+            f"must be at least {MIN_RETRIEVAL_CAP_BPS} bits per second (below that a chunk's "
+            "head, sent whole, is more than 5% of a second's worth on its own), or null for "
+            "no cap",
         )
     values: dict[str, object] = {
         "max_bandwidth_bps": current.max_bandwidth_bps,

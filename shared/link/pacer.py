@@ -10,18 +10,23 @@ bounds how far ahead of the asker's store the sender may run.
 The rule is a token bucket counted in frame bytes (the same bytes credit counts), shared
 by every background stream of the connection:
 
-- the bucket fills at the rate, up to `burst_bytes` (10 ms of the rate, at least
-  `MIN_BURST_BYTES`);
+- the bucket fills at the rate, up to `burst_bytes` (10 ms of the rate);
 - a frame may go when the bucket is not in debt, and takes its whole size from it (the
   bucket may go below zero by one frame);
-- payloads are cut into pieces of at most `piece_bytes` (10 ms of the rate, at least
-  `MIN_PIECE_BYTES`).
+- payloads are cut into pieces of at most `piece_bytes`: 10 ms of the rate, but never less
+  than 30 ms of it or 2 KiB, whichever is smaller (so pieces stay large enough for their
+  framing to cost little, about 20 bytes each, yet shrink with the rate).
 
 So the bytes sent in any span of t seconds are at most rate * t + burst + the largest
-frame: about 2% over the rate in any 1 s window above 1.6 Mbit/s, and a few KiB over it
-below. A writer that wakes late finds up to the burst saved for it, so the long-run rate is
-the rate itself. Counting is in bit-nanoseconds (one byte is 8e9 units; t ns at r bit/s
-add r * t units), exact however long the pace runs.
+frame. Counting the pieces alone that is at most 40 ms of the rate and a frame's overhead
+over it: about 4% in any 1 s window at every rate from 64 kbit/s up (2% above
+1.6 Mbit/s), 0.4% over 10 s. A chunk's head goes whole, as one frame (its header and
+signature: about 0.45 KiB for a 1 s chunk of 10 frames a second, more for longer chunks or
+more frames), so a 1 s window that holds one is over by up to burst + that head: under 5%
+from about 100 kbit/s for such chunks, more below. A writer that wakes late finds up to the
+burst saved for it, so the long-run rate is the rate itself. Counting is in
+bit-nanoseconds (one byte is 8e9 units; t ns at r bit/s add r * t units), exact however
+long the pace runs.
 
 Sans-I/O: the caller passes the monotonic time in nanoseconds; nothing here sleeps.
 """
@@ -31,10 +36,14 @@ from __future__ import annotations
 BITS_PER_BYTE = 8
 NS_PER_S = 1_000_000_000
 PACE_SLICE_NS = 10_000_000
-"""The burst and the largest piece, as time of the rate."""
-MIN_BURST_BYTES = 2048
-MIN_PIECE_BYTES = 2048
-"""Below about 1.6 Mbit/s pieces stay this large, so payloads are not cut into tiny frames."""
+"""The burst, and the largest piece at high rates, as time of the rate."""
+LOW_RATE_PIECE_NS = 30_000_000
+"""The largest piece at low rates, as time of the rate (up to `PIECE_FLOOR_BYTES`)."""
+PIECE_FLOOR_BYTES = 2048
+"""Pieces are never cut below this while 30 ms of the rate is larger (above 546 kbit/s)."""
+MIN_BURST_BYTES = 1
+MIN_PIECE_BYTES = 64
+"""Floors that matter only far below any useful cap (6.4 kbit/s and 17 kbit/s)."""
 
 _UNITS_PER_BYTE = BITS_PER_BYTE * NS_PER_S
 
@@ -57,13 +66,13 @@ class SendPacer:
         """The largest payload piece to cut while pacing; None without a rate."""
         if self._rate_bps is None:
             return None
-        return max(MIN_PIECE_BYTES, self._slice_bytes(self._rate_bps))
+        return piece_bytes_at(self._rate_bps)
 
     @property
     def burst_bytes(self) -> int | None:
         if self._rate_bps is None:
             return None
-        return max(MIN_BURST_BYTES, self._slice_bytes(self._rate_bps))
+        return burst_bytes_at(self._rate_bps)
 
     def set_rate(self, rate_bps: int | None) -> None:
         """Pace at `rate_bps` bits per second from now on (None: no pace).
@@ -114,6 +123,17 @@ class SendPacer:
         assert burst is not None
         return burst * _UNITS_PER_BYTE
 
-    @staticmethod
-    def _slice_bytes(rate_bps: int) -> int:
-        return rate_bps * PACE_SLICE_NS // (BITS_PER_BYTE * NS_PER_S)
+
+def burst_bytes_at(rate_bps: int) -> int:
+    """The bucket's size at `rate_bps`: 10 ms of the rate."""
+    return max(MIN_BURST_BYTES, _bytes_in(rate_bps, PACE_SLICE_NS))
+
+
+def piece_bytes_at(rate_bps: int) -> int:
+    """The largest payload piece at `rate_bps` (see the module docstring)."""
+    low_rate_piece = min(PIECE_FLOOR_BYTES, _bytes_in(rate_bps, LOW_RATE_PIECE_NS))
+    return max(MIN_PIECE_BYTES, low_rate_piece, _bytes_in(rate_bps, PACE_SLICE_NS))
+
+
+def _bytes_in(rate_bps: int, span_ns: int) -> int:
+    return rate_bps * span_ns // (BITS_PER_BYTE * NS_PER_S)

@@ -182,6 +182,12 @@ _ADD = {"address": "127.0.0.1", "port": 8443, "username": "u", "password": "p"}
         (
             "PATCH",
             "/sites/{site}",
+            {"retrieval": {"max_bandwidth_bps": 64_000}},
+            "retrieval.max_bandwidth_bps",
+        ),
+        (
+            "PATCH",
+            "/sites/{site}",
             {"retrieval": {"parallel_devices": 0}},
             "retrieval.parallel_devices",
         ),
