@@ -295,6 +295,7 @@ class LiveFeeds:
         if records and site.remote_site_id is not None and site.public_key is not None:
             if feed.recording is None:
                 rule = CentralRule.from_json(device.central_rule)
+                inputs = await asyncio.to_thread(self._site_inputs, rule, site.site_id)
                 feed.recording = RelayRecording(
                     expectation=TransferExpectation(
                         site_id=site.remote_site_id,
@@ -308,12 +309,28 @@ class LiveFeeds:
                     clock=self._clock,
                     on_live=publish,
                     on_missed=self._on_missed(device.device_id),
+                    trigger_inputs=inputs,
                 )
             await feed.recording.run(link)
             return
         async with link.live(device.remote_device_id, LIVE_STREAM) as batches:
             async for batch in batches:
                 publish(batch)
+
+    def _site_inputs(self, rule: CentralRule, site_id: str) -> frozenset[str] | None:
+        """The site's own ids of the rule's `trigger_inputs` (None: every input); ids that
+        are not inputs of the site are left out: they trigger nothing (blocking)."""
+        if rule.trigger_inputs is None:
+            return None
+        found = set()
+        for device_id in rule.trigger_inputs:
+            try:
+                device = self._catalog.device(device_id)
+            except NotFound:
+                continue
+            if device.site_id == site_id and device.kind == "input":
+                found.add(device.remote_device_id)
+        return frozenset(found)
 
     def _on_missed(self, device_id: str) -> Callable[[ChunkMissed], None] | None:
         missed_chunk = self._missed_chunk

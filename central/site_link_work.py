@@ -7,6 +7,20 @@ events sent while the link was down are lost with it. Then the site's events are
 a camera lost or restored, storage low or back to normal raise and clear notifications as they
 happen; the status is read again every `status_interval_s` as a safety net.
 
+The site's storage has two notifications, because they end in different ways:
+
+- ``storage_low``: the disk under the store cannot hold the quota (`storage_low` event, or a
+  status whose `disk_free_bytes` is below `free_bytes`, the room the quota may still take).
+  Cleared by a `storage_ok` event or a status with room enough.
+- ``storage_full``: the site could not store a chunk at all (`storage_full` event: the map or
+  the disk is full and nothing can be deleted). Free disk space does not prove the store takes
+  chunks again (held chunks may fill it, or the map), so only proof that it does clears it: a
+  status in which a stream's newest chunk ends after the full report, both instants on the
+  site's clock. The report's instant is remembered per site while the central runs; for a
+  site whose report is not known (the central restarted with the notification open), the
+  status read when its link opens stands in for it, so the first chunk stored after that
+  clears a notification left open.
+
 The catalog calls (each a SQLite transaction; the writes wait for their fsync) run in a worker
 thread, never on the event loop: a thousand sites that come online together each write their
 device list. A site's calls are made one at a time, in the order its events and status reads
@@ -24,6 +38,7 @@ from typing import Any, TypeVar
 
 from central.catalog.catalog import Catalog
 from central.catalog.records import HardwareDiff, NewDevice, SiteRecord, StreamInfo
+from shared.api_input import BadRequest, parse_instant
 from shared.clock import Clock
 from shared.link_io.client import LinkClient
 from shared.media import MediaKind
@@ -33,6 +48,7 @@ _T = TypeVar("_T")
 
 CAMERA_LOST = "camera_lost"
 STORAGE_LOW = "storage_low"
+STORAGE_FULL = "storage_full"
 _EVENT_KINDS = ("camera_lost", "camera_restored", "storage_low", "storage_ok", "storage_full")
 
 
@@ -82,6 +98,9 @@ class SiteLinkWork:
         self._status_interval_s = status_interval_s
         self._catalog_executor = catalog_executor
         self._in_turn: dict[str, asyncio.Lock] = {}  # per site served: its calls in order
+        # Per site with `storage_full` (maybe) open: the site's instant after which a stored
+        # chunk proves its store takes chunks again.
+        self._full_since: dict[str, int] = {}
 
     async def serve(self, site: SiteRecord, link: LinkClient) -> None:
         in_turn = self._in_turn[site.site_id] = asyncio.Lock()
@@ -95,12 +114,18 @@ class SiteLinkWork:
         found = discovered_devices(await link.devices())
         diff = await self._in_catalog(site, self._catalog.apply_hardware, site.site_id, found)
         _log.info("site %s: device list read (%s)", site.site_id, describe_diff(diff))
-        await self._reconcile(site, await link.status())
+        status = await link.status()
+        site_now = _instant(status.get("now"))
+        if site_now is not None:
+            self._full_since.setdefault(site.site_id, site_now)
+        await self._reconcile(site, status)
         polling = asyncio.create_task(self._poll_status(site, link))
         try:
             async with link.events(_EVENT_KINDS) as events:
                 async for event in events:
-                    await self._on_event(site, event.kind, event.device_id, event.details)
+                    await self._on_event(
+                        site, event.kind, event.device_id, event.at_ns, event.details
+                    )
         finally:
             polling.cancel()
 
@@ -129,16 +154,38 @@ class SiteLinkWork:
             await self._storage(
                 site, low=disk_free < room_needed, detail="the disk cannot hold the quota"
             )
+        full_since = self._full_since.get(site.site_id)
+        if full_since is not None and _newest_chunk_end(status) > full_since:
+            del self._full_since[site.site_id]
+            now_ns = self._clock.now_ns()
+            await self._in_catalog(
+                site, self._catalog.clear_notification, STORAGE_FULL, site.site_id, None, now_ns
+            )
 
     async def _on_event(
-        self, site: SiteRecord, kind: str, remote_device_id: str, details: Mapping[str, Any]
+        self,
+        site: SiteRecord,
+        kind: str,
+        remote_device_id: str,
+        at_ns: int,
+        details: Mapping[str, Any],
     ) -> None:
-        detail = str(details.get("message") or details.get("reason") or kind)
+        # The site sends its text as `detail` (agent/link_server.py).
+        detail = str(
+            details.get("detail") or details.get("message") or details.get("reason") or kind
+        )
         if kind in ("camera_lost", "camera_restored"):
             up = kind == "camera_restored"
             await self._camera(site, remote_device_id, up=up, detail=detail)
-        elif kind in ("storage_low", "storage_full", "storage_ok"):
-            await self._storage(site, low=kind != "storage_ok", detail=detail)
+        elif kind in ("storage_low", "storage_ok"):
+            await self._storage(site, low=kind == "storage_low", detail=detail)
+        elif kind == "storage_full":
+            self._full_since[site.site_id] = at_ns
+            await self._in_catalog(
+                site, self._catalog.raise_notification,
+                STORAGE_FULL, site.site_id, None,
+                f"site storage full, recording stopped: {detail}", self._clock.now_ns(),
+            )  # fmt: skip
 
     async def _camera(
         self, site: SiteRecord, remote_device_id: str, *, up: bool, detail: str
@@ -177,3 +224,19 @@ class SiteLinkWork:
             await self._in_catalog(
                 site, self._catalog.clear_notification, STORAGE_LOW, site.site_id, None, now_ns
             )
+
+
+def _instant(value: object) -> int | None:
+    """UTC ns of an instant as the site's status writes it; None if it is not one."""
+    if not isinstance(value, str):
+        return None
+    try:
+        return parse_instant("instant", value)
+    except BadRequest:
+        return None
+
+
+def _newest_chunk_end(status: Mapping[str, Any]) -> int:
+    """The latest end of any stream's newest chunk in a site's status (-1 with none)."""
+    ends = [_instant(stream.get("newest")) for stream in status.get("streams", [])]
+    return max((end for end in ends if end is not None), default=-1)

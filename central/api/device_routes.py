@@ -224,8 +224,16 @@ async def _change_device(request: web.Request) -> web.Response:
     if live_feed is not None and live_feed not in LIVE_FEEDS:
         raise BadRequest("live_feed", f"must be one of {', '.join(LIVE_FEEDS)}")
     rule_json = optional_object(body, "central_rule")
-    rule = None if rule_json is None else CentralRule.from_json(rule_json).to_json()
+    central_rule = None if rule_json is None else CentralRule.from_json(rule_json)
+    rule = None if central_rule is None else central_rule.to_json()
     services = request.app[SERVICES]
+    if central_rule is not None and central_rule.trigger_inputs:
+        await asyncio.to_thread(
+            _check_trigger_inputs,
+            services.catalog,
+            request.match_info["device_id"],
+            central_rule.trigger_inputs,
+        )
     device = await asyncio.to_thread(
         services.catalog.update_device,
         request.match_info["device_id"],
@@ -236,6 +244,21 @@ async def _change_device(request: web.Request) -> web.Response:
     )
     services.live.device_changed(device.device_id)
     return web.json_response(_body(services, device))
+
+
+def _check_trigger_inputs(catalog: Catalog, device_id: str, inputs: tuple[str, ...]) -> None:
+    """Each of a rule's trigger inputs is an input of the camera's own site (blocking)."""
+    camera = catalog.device(device_id)  # NotFound: the route's 404
+    field = "central_rule.trigger_inputs"
+    for input_id in inputs:
+        try:
+            device = catalog.device(input_id)
+        except NotFound:
+            raise BadRequest(field, f"no device {input_id!r}") from None
+        if device.kind != "input":
+            raise BadRequest(field, f"{input_id!r} is a {device.kind}, not an input")
+        if device.site_id != camera.site_id:
+            raise BadRequest(field, f"{input_id!r} is an input of another site")
 
 
 async def _timeline(request: web.Request) -> web.Response:

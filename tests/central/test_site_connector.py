@@ -10,7 +10,6 @@ import contextlib
 import random
 import threading
 from collections.abc import AsyncIterator, Callable
-from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Any
 
@@ -25,34 +24,16 @@ from central.site_connector import SITE_OFFLINE, SiteConnector
 from central.site_link_work import CAMERA_LOST, SiteLinkWork
 from shared.backoff import BackoffPolicy
 from shared.clock import SystemClock
-from shared.link_io.client import LinkClient
 from shared.link_io.dialing import connect_to_site
 from tests.agent_api.api_site import PASSWORDS
 from tests.central.api.agent_sites import free_port
+from tests.central.site_dialer_for_tests import catalog_dialer
 from tests.link_io.link_site import LinkSite, running_link_site
 
 POLICY = ConnectorPolicy(
     backoff=BackoffPolicy(initial_s=0.2, max_s=1.0), slow_retry_s=5, offline_notice_after_s=0.5
 )
 WAIT_S = 20.0
-
-
-def _dialer(
-    http: aiohttp.ClientSession, catalog: SqliteCatalog, site: LinkSite
-) -> Callable[[SiteRecord], AbstractAsyncContextManager[LinkClient]]:
-    def dial(record: SiteRecord) -> AbstractAsyncContextManager[LinkClient]:
-        return connect_to_site(
-            http,
-            f"{record.scheme}://{record.address}:{record.port}",
-            username=record.username or "",
-            password=catalog.site_password(record.site_id) or "",
-            fingerprint=record.fingerprint,
-            clock=SystemClock(),
-            software="test-central",
-            read_timeout_s=5,
-        )
-
-    return dial
 
 
 class _WriterNotingCatalog(SqliteCatalog):
@@ -113,7 +94,7 @@ async def _connected(
         connector = SiteConnector(
             record,
             catalog=catalog,
-            dialer=_dialer(http, catalog, site),
+            dialer=catalog_dialer(http, catalog, SystemClock()),
             work=SiteLinkWork(catalog, clock=clock, status_interval_s=60),
             clock=clock,
             policy=POLICY,
@@ -247,7 +228,7 @@ async def test_a_site_that_dials_in_again_over_a_dead_link_is_not_left_online(
             connector = SiteConnector(
                 record,
                 catalog=catalog,
-                dialer=_dialer(http, catalog, site),
+                dialer=catalog_dialer(http, catalog, SystemClock()),
                 work=SiteLinkWork(catalog, clock=clock, status_interval_s=60),
                 clock=clock,
                 policy=POLICY,
