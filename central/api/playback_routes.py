@@ -1,19 +1,22 @@
-"""Playback to clients: the central's recordings of a device as fragmented MP4 over a
-WebSocket, the best quality for each moment (see `central/playback.py`).
+"""Playback to clients: a device's recordings as fragmented MP4 over a WebSocket, every
+moment from the central's own store where it holds it (best quality per moment), and from
+the site over the link only where it does not (see `central/held_first_playback.py`).
 
 `GET /api/v1/devices/{device_id}/playback?start=ISO&end=ISO` (at most 24 hours) checks its
-parameters and that something is recorded before it upgrades, so a refusal is an ordinary
-JSON error. A device recorded at the central plays from the central's store; a device
-recorded only at its site plays its high quality straight from the site over the link
-(`central/site_playback.py`; the site must be online). Then the server sends, as fast as
-the client takes them:
+parameters and that something can be played before it upgrades, so a refusal is an ordinary
+JSON error: `nothing_recorded` when neither the central nor the site has video there,
+`site_offline` when the central holds nothing of the range and the site is offline. Whatever
+the device's recording setting, a range the central holds whole plays without the site;
+with the site offline the parts held play and the rest is announced as gaps. Then the
+server sends, as fast as the client takes them:
 
 - text ``{"type": "init", "mime": ...}`` then one binary init segment (at the start and at
   every LQ/HQ switch, whose picture size differs);
 - text ``{"type": "segment", "stream": "lq"|"hq", "start", "end", "start_ns", "end_ns"}``
   then one binary media segment (one chunk's pictures);
-- text ``{"type": "gap", "start", "end", "declared"}`` where nothing was recorded
-  (`declared`: the site said so; otherwise something is missing);
+- text ``{"type": "gap", "start", "end", "declared"}`` where nothing can be played
+  (`declared`: the site said it did not record; otherwise something is missing, or is only
+  at a site that is offline);
 - text ``{"type": "end"}``, or ``{"type": "error", "message"}`` if a chunk turns out not to
   be authentic (playback stops there), then the socket closes.
 """
@@ -22,7 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncGenerator, Generator, Iterator
+import functools
 
 from aiohttp import web
 
@@ -31,15 +34,20 @@ from central.api.web_app import ApiError, ApiRoute
 from central.auth import Action
 from central.device_timeline import quality_stream
 from central.export.errors import ExportError
+from central.held_first_playback import (
+    HeldRecordings,
+    NothingHeldSiteOffline,
+    SiteFetch,
+    held_first_pieces,
+)
 from central.playback import (
     NothingToPlay,
     PlaybackGap,
     PlaybackInit,
     PlaybackMedia,
     PlaybackPiece,
-    playback_pieces,
 )
-from central.site_playback import site_playback_pieces
+from central.site_playback import site_chunks
 from shared.api_input import BadRequest, format_instant, parse_instant, query_values
 from shared.clock import NS_PER_S
 from shared.link_io.client import LinkLost, RequestFailed
@@ -67,15 +75,11 @@ async def playback_socket(request: web.Request) -> web.StreamResponse:
     site = await asyncio.to_thread(services.catalog.site, device.site_id)
     if site.remote_site_id is None or site.public_key is None:
         raise ApiError(409, "nothing_recorded", "the central has not reached this site yet")
-    if device.recording == "site_only":
-        link = services.registry.link(site.site_id)
-        if link is None:
-            raise ApiError(
-                409,
-                "site_offline",
-                f"{device.name!r} is recorded only at its site, which is offline now",
-            )
-        pieces: AsyncGenerator[PlaybackPiece, None] = site_playback_pieces(
+    link = services.registry.link(site.site_id)
+    site_fetch: SiteFetch | None = None
+    if link is not None:
+        site_fetch = functools.partial(
+            site_chunks,
             link,
             TransferExpectation(
                 site.remote_site_id,
@@ -83,22 +87,24 @@ async def playback_socket(request: web.Request) -> web.StreamResponse:
                 quality_stream(device),
                 site.public_key,
             ),
-            start_ns,
-            end_ns,
         )
-    else:
-        pieces = _in_threads(
-            playback_pieces(
-                services.store,
-                public_key=site.public_key,
-                site_id=site.remote_site_id,
-                device_id=device.remote_device_id,
-                start_ns=start_ns,
-                end_ns=end_ns,
-            )
-        )
+    pieces = held_first_pieces(
+        HeldRecordings(
+            services.store, site.public_key, site.remote_site_id, device.remote_device_id
+        ),
+        site_fetch,
+        start_ns,
+        end_ns,
+    )
     try:
         first = await anext(pieces, None)
+    except NothingHeldSiteOffline as exc:
+        raise ApiError(
+            409,
+            "site_offline",
+            f"the central holds nothing of {device.name!r} between these instants, and its "
+            "site is offline now",
+        ) from exc
     except NothingToPlay as exc:
         raise ApiError(409, "nothing_recorded", str(exc)) from exc
     except _PLAYBACK_FAILURES as exc:
@@ -125,21 +131,6 @@ async def playback_socket(request: web.Request) -> web.StreamResponse:
         with contextlib.suppress(ConnectionError, RuntimeError):
             await socket.close()
     return socket
-
-
-async def _in_threads(
-    pieces: Generator[PlaybackPiece, None, None],
-) -> AsyncGenerator[PlaybackPiece, None]:
-    """A blocking generator's pieces, each taken in a worker thread."""
-    try:
-        while (piece := await asyncio.to_thread(_next, pieces)) is not None:
-            yield piece
-    finally:
-        pieces.close()
-
-
-def _next(pieces: Iterator[PlaybackPiece]) -> PlaybackPiece | None:
-    return next(pieces, None)
 
 
 async def _send(socket: web.WebSocketResponse, piece: PlaybackPiece) -> None:
