@@ -44,6 +44,7 @@ from central.retrieval.event_rules import EventRetrieval
 from central.retrieval.missed_chunks import MissedChunkRetrieval
 from central.retrieval.reconnect_retrieval import ReconnectRetrieval
 from central.retrieval.retrieval_service import RetrievalService
+from central.retrieval.retrieval_space import RetrievalSpace
 from central.retrieval.retrieval_work import RetrievalWork
 from central.retrieval.schedule_rules import ScheduleRetrieval
 from central.site_dialer import SiteDialer
@@ -128,7 +129,7 @@ class CentralNode:
             store = ChunkStore.open(
                 config.storage.media_path,
                 quota_bytes=config.storage.quota_bytes,
-                hold_budget_bytes=0,
+                hold_budget_bytes=config.storage.hold_budget_bytes,  # unfinished retrievals
                 clock=clock,
                 retention=RetentionPolicy(
                     max_bytes=config.storage.quota_bytes,
@@ -171,7 +172,14 @@ class CentralNode:
             timeout=aiohttp.ClientTimeout(sock_connect=10),
         )
         self.ingest = IngestWriter(self.store, self.receipts)
-        retrieval_work = RetrievalWork(self.catalog, self.ingest, clock=clock, held=self.store)
+        retrieval_work = RetrievalWork(
+            self.catalog,
+            self.ingest,
+            clock=clock,
+            held=self.store,
+            space=RetrievalSpace(self.store, clock=clock),
+        )
+        await retrieval_work.start()  # holds of jobs that ended while the central was down
         retrievals = RetrievalService(self.catalog, retrieval_work)
         self.missed_chunks = MissedChunkRetrieval(self.catalog, retrievals, clock=clock)
         self.live = LiveFeeds(

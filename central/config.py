@@ -45,6 +45,7 @@ class CentralStorageSettings:
     max_age_s: int
     catalog_path: Path  # SQLite
     secret_key: Path  # encrypts the sites' passwords in the catalog
+    hold_budget_bytes: int  # what the holds of unfinished retrieval jobs may protect
 
 
 @dataclass(frozen=True)
@@ -111,8 +112,16 @@ def _storage(table: Table, base: Path) -> CentralStorageSettings:
     max_age_days = table.number("max_age_days", 30, minimum=0.0001, maximum=3650)
     catalog = base / table.string("catalog_path", "catalog.sqlite")
     secret = base / table.string("secret_key", "secret.key")
+    fraction = table.number("hold_budget_fraction", 0.5, minimum=0.001, maximum=0.9)
     table.finish()
-    return CentralStorageSettings(media, quota_bytes, round(max_age_days * DAY_S), catalog, secret)
+    return CentralStorageSettings(
+        media,
+        quota_bytes,
+        round(max_age_days * DAY_S),
+        catalog,
+        secret,
+        int(quota_bytes * fraction),
+    )
 
 
 def _links(table: Table) -> CentralLinkSettings:

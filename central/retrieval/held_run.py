@@ -21,11 +21,16 @@ when its first held chunk of the span
 Otherwise the stream starts at the span's start, as if nothing were held. Held chunks after
 a hole in the run are sent again and recognised by the store (the protocol resumes after
 one cursor, it has no list of ranges).
+
+A stream that has a cursor resumes after it, and after the held chunks that follow it
+(`held_after_cursor`): the chunk after the cursor may be stored already when a link was cut
+or the central stopped between storing a chunk and moving the cursor past it (the cursor
+moves after the store commits). Without this, every cut would send that chunk again.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from shared.store.chunk_meta import ChunkMeta
@@ -74,6 +79,41 @@ def held_run(
         last = meta
         payload_bytes += meta.payload_size
         count += 1
+    return HeldRun(
+        cursor_seq=last.seq,
+        cursor_hash=last.chunk_hash,
+        chunks=count,
+        payload_bytes=payload_bytes,
+        covered_until_ns=last.end_ns,
+    )
+
+
+MAX_FOLLOWED = 100_000
+"""A bound on the chunks `held_after_cursor` follows in one call (a day of 1 s chunks)."""
+
+
+def held_after_cursor(
+    held_seq: Callable[[int], ChunkMeta | None],
+    *,
+    cursor_seq: int,
+    cursor_hash: bytes,
+    end_ns: int,
+) -> HeldRun | None:
+    """The held chunks that follow a cursor: seq after seq, each naming the one before by
+    its hash, each starting before `end_ns` (the span's end); None when the chunk after the
+    cursor is not held. `held_seq(seq)`: the central's chunk of the stream with that seq."""
+    last_seq, last_hash = cursor_seq, cursor_hash
+    last: ChunkMeta | None = None
+    payload_bytes = count = 0
+    while count < MAX_FOLLOWED:
+        meta = held_seq(last_seq + 1)
+        if meta is None or meta.header.prev_chunk_hash != last_hash or meta.start_ns >= end_ns:
+            break
+        last, last_seq, last_hash = meta, meta.seq, meta.chunk_hash
+        payload_bytes += meta.payload_size
+        count += 1
+    if last is None:
+        return None
     return HeldRun(
         cursor_seq=last.seq,
         cursor_hash=last.chunk_hash,

@@ -29,9 +29,13 @@ Outcomes of a stream:
   cursor; a second failure fails the stream with the reason (the cursor never moved past
   a chunk that did not verify);
 - the site refuses the request (unknown device, bad range): failed, with the site's reason;
-- the central's store is full: the stream waits, the job says why, a notification is raised,
-  and the run tries again after `STORE_FULL_RETRY_S`; the notification clears once a
-  chunk is stored again;
+- the central's store has no room for the chunk: the stream waits, the job says why, the
+  notification "central_store_full" is raised, and the run tries again when a job's holds
+  in the central's store are released or after the retry delay (`STORE_FULL_RETRY_S`).
+  No room is either the hold budget used up (`RetrievalSpace`: the job's own chunks are
+  held, so it never deletes them to make room) or the store refusing (`StoreFull`: the map
+  or the disk is full of held chunks). Whichever run stores a retrieved chunk next clears
+  the notification, and so does a central started with room for retrievals;
 - the link ends or the job is stopped: the stream stops where it is.
 
 A job is running while any of its streams runs, and becomes completed (or failed, if a
@@ -42,6 +46,8 @@ notification. The holds are released when the job ends (completed, failed or sto
 hold the link ended before reaching stays recorded until the next link releases it. A hold
 placed but never recorded (the link cut, or the central killed, before its answer was
 stored) is found at the start of the next link by its device, stream and span, and released.
+In the central's own store, each stream of an unfinished job holds the job's span
+(`RetrievalSpace`), so what it brought survives until the job ends.
 """
 
 from __future__ import annotations
@@ -58,9 +64,10 @@ from central.catalog.errors import CatalogError, Conflict, NotFound
 from central.catalog.records import SiteRecord
 from central.ingest_writer import ChunkSink
 from central.retrieval.bandwidth_cap import BandwidthCap
-from central.retrieval.held_run import HeldRun, held_run
+from central.retrieval.held_run import HeldRun, held_after_cursor, held_run
 from central.retrieval.job_records import JobState, JobStream, RetrievalJob
 from central.retrieval.job_state import JobTransitionError, is_final, state_from_streams
+from central.retrieval.retrieval_space import HeldStream, RetrievalSpace
 from central.retrieval.retrieval_window import DailyWindow
 from central.retrieval.site_schedule import StreamKey, has_started, streams_to_start
 from central.retrieval.stream_rate import RateReading, StreamRate
@@ -73,8 +80,8 @@ from shared.link_io.client import (
     RequestFailed,
     paced_window_bytes,
 )
-from shared.store.chunk_meta import ChunkMeta
-from shared.store.errors import StoreError, StoreFull
+from shared.store.chunk_meta import ChunkMeta, stored_bytes_of
+from shared.store.errors import HoldRefused, StoreError, StoreFull
 from shared.transfer_acceptance import (
     AcceptedChunk,
     ChunkRejected,
@@ -129,6 +136,70 @@ class _ChunkNotStored(Exception):
     """The central's store refused a verified chunk for another reason (a conflict)."""
 
 
+class _StoreFullNotice:
+    """The "central_store_full" notification: raised by a run that paused for space, cleared
+    by whichever run stores a retrieved chunk next. One may be open from before this start
+    (a restart, a link that ended while paused), so the first stored chunk clears whatever
+    the catalog has open; afterwards a clear is written only after a raise."""
+
+    def __init__(self, catalog: Catalog, clock: Clock) -> None:
+        self._catalog = catalog
+        self._clock = clock
+        self._maybe_open = True
+
+    async def raise_notice(self, problem: str) -> None:
+        self._maybe_open = True
+        await asyncio.to_thread(
+            self._catalog.raise_notification,
+            NOTICE_STORE_FULL,
+            None,
+            None,
+            f"retrieval paused: the central's store is full ({problem}); jobs resume when "
+            "space returns",
+            self._clock.now_ns(),
+        )
+
+    async def clear(self) -> None:
+        if self._maybe_open:
+            self._maybe_open = False
+            await asyncio.to_thread(
+                self._catalog.clear_notification,
+                NOTICE_STORE_FULL,
+                None,
+                None,
+                self._clock.now_ns(),
+            )
+
+
+@dataclass(slots=True)
+class _CentralRoom:
+    """What every site's run shares about the central's own store: the room for retrievals
+    (None: not kept, for tests of scheduling alone), the notification, the retry delay, and
+    how to wake every run (holds were released: a paused run may go on)."""
+
+    catalog: Catalog
+    space: RetrievalSpace | None
+    notice: _StoreFullNotice
+    retry_s: float
+    wake_all: Callable[[], None]
+
+    async def release(self, job_id: str) -> None:
+        """The job ended: release its holds in the central's store."""
+        if self.space is not None and await self.space.release(job_id):
+            self.wake_all()
+
+    async def tidy(self) -> None:
+        """Release the holds of jobs that ended (or are gone) in the central's store."""
+        if self.space is not None and await self.space.tidy(self._unfinished):
+            self.wake_all()
+
+    def _unfinished(self, job_id: str) -> bool:
+        try:
+            return not is_final(self.catalog.retrieval_job(job_id).state)
+        except NotFound:
+            return False
+
+
 @dataclass(slots=True)
 class _SiteState:
     """What outlives one link of a site: its cap and the signal that its jobs changed."""
@@ -148,14 +219,36 @@ class RetrievalWork:
         *,
         clock: Clock,
         held: HeldChunks | None = None,
+        space: RetrievalSpace | None = None,
+        store_full_retry_s: float = STORE_FULL_RETRY_S,
     ) -> None:
         """`held`: the central's store, read to start each stream after what it holds of
-        the span already (`held_run`); None, for tests of scheduling alone: nothing held."""
+        the span already (`held_run`); `space`: the room for retrievals in that store (its
+        holds and budget). None, for tests of scheduling alone: nothing held, no holds.
+        `store_full_retry_s`: how long a run paused for space waits before it tries again
+        when no hold was released meanwhile."""
         self._catalog = catalog
         self._ingest = ingest
         self._clock = clock
         self._held_chunks = held
         self._sites: dict[str, _SiteState] = {}
+        self._room = _CentralRoom(
+            catalog,
+            space,
+            _StoreFullNotice(catalog, clock),
+            store_full_retry_s,
+            self._wake_all,
+        )
+
+    async def start(self) -> None:
+        """Before the first link: release the central's holds of jobs that ended while the
+        central was down, and clear a store-full notification when there is room again."""
+        space = self._room.space
+        if space is None:
+            return
+        await self._room.tidy()
+        if space.has_room():
+            await self._room.notice.clear()
 
     async def serve(self, site: SiteRecord, link: LinkClient) -> None:
         """Run the site's jobs until the link ends (or this is cancelled)."""
@@ -169,6 +262,7 @@ class RetrievalWork:
                 link=link,
                 state=state,
                 held=self._held_chunks,
+                room=self._room,
             )
             state.run = run
             try:
@@ -214,6 +308,11 @@ class RetrievalWork:
         state = self._sites.get(site_id)
         if state is not None and state.run is not None:
             await state.run.stop_job(job_id)
+        await self._room.release(job_id)
+
+    def _wake_all(self) -> None:
+        for state in self._sites.values():
+            state.changed.set()
 
     def _site_state(self, site: SiteRecord) -> _SiteState:
         state = self._sites.get(site.site_id)
@@ -236,6 +335,7 @@ class _SiteRun:
         link: LinkClient,
         state: _SiteState,
         held: HeldChunks | None,
+        room: _CentralRoom,
     ) -> None:
         self._catalog = catalog
         self._ingest = ingest
@@ -248,16 +348,18 @@ class _SiteRun:
         self.rates: dict[StreamKey, StreamRate] = {}
         self._resting_until_ns: dict[StreamKey, int] = {}  # caught up with a span still recorded
         self._held: set[str] = set()  # jobs whose holds this run placed or renewed
+        self._room = room
         self._paused_until_ns: int | None = None  # the central's store was full
+        self._paused_at_releases = 0  # the space's releases when it paused
         # Streams of one job end concurrently; one state change at a time, so a job's
         # final state is computed from what the others wrote.
         self._state_lock = asyncio.Lock()
-        self._store_full_raised = False
         self._site_paces: bool | None = None  # None: not asked yet on this link
         self._paced_bps: int | None = None
 
     async def run(self) -> None:
         try:
+            await self._room.tidy()
             await self._tidy_holds()
             while True:
                 self._state.changed.clear()
@@ -288,9 +390,14 @@ class _SiteRun:
             self._catalog.unfinished_retrieval_jobs, site_id=site.site_id
         )
         now_ns = self._clock.now_ns()
-        if self._paused_until_ns is not None and now_ns < self._paused_until_ns:
-            return (self._paused_until_ns - now_ns) / NS_PER_S
-        self._paused_until_ns = None
+        if self._paused_until_ns is not None:
+            space = self._room.space
+            released = space is not None and space.releases != self._paused_at_releases
+            if now_ns < self._paused_until_ns and not released:
+                return (self._paused_until_ns - now_ns) / NS_PER_S
+            self._paused_until_ns = None
+            if not released:
+                await self._room.tidy()  # reads the held bytes afresh
         window = _window_of(site)
         window_open = window is None or window.is_open(now_ns)
         for job in jobs:
@@ -471,10 +578,14 @@ class _SiteRun:
         expectation = TransferExpectation(
             site.remote_site_id, device.remote_device_id, key.stream, site.public_key
         )
+        if not await self._hold_at_central(key, job, expectation):
+            return
         if stream.cursor_seq is None or stream.cursor_hash is None:
             cursor = await self._cursor_after_held(key, job, expectation)
         else:
-            cursor = TransferCursor(stream.cursor_seq, stream.cursor_hash)
+            cursor = await self._cursor_past_held(
+                key, job, expectation, TransferCursor(stream.cursor_seq, stream.cursor_hash)
+            )
 
         async def commit(accepted: AcceptedChunk) -> None:
             await self._commit(key, accepted)
@@ -536,6 +647,23 @@ class _SiteRun:
         finally:
             self._state.changed.set()
 
+    async def _hold_at_central(
+        self, key: StreamKey, job: RetrievalJob, expectation: TransferExpectation
+    ) -> bool:
+        """Hold the job's span of the stream in the central's store; False when the hold
+        budget has no room for what the span holds already (the stream paused)."""
+        space = self._room.space
+        if space is None:
+            return True
+        held = HeldStream(expectation.site_id, expectation.device_id, key.stream)
+        try:
+            await space.hold(key.job_id, held, job.start_ns, job.end_ns)
+        except HoldRefused as exc:
+            await self._pause_for_space(key, str(exc))
+            self._state.changed.set()
+            return False
+        return True
+
     async def _cursor_after_held(
         self, key: StreamKey, job: RetrievalJob, expectation: TransferExpectation
     ) -> TransferCursor:
@@ -558,6 +686,42 @@ class _SiteRun:
         run = await asyncio.to_thread(find)
         if run is None:
             return TransferCursor()
+        return await self._advance_over_held(key, run, fallback=TransferCursor())
+
+    async def _cursor_past_held(
+        self,
+        key: StreamKey,
+        job: RetrievalJob,
+        expectation: TransferExpectation,
+        cursor: TransferCursor,
+    ) -> TransferCursor:
+        """Where a stream with a cursor resumes: after the held chunks that follow the
+        cursor (`held_after_cursor`: stored before a cut or a stop let the cursor move),
+        which then count in its progress; else at the cursor."""
+        held = self._held_chunks
+        if held is None or cursor.seq is None or cursor.chunk_hash is None:
+            return cursor
+        site_id, device_id = expectation.site_id, expectation.device_id
+
+        def held_seq(seq: int) -> ChunkMeta | None:
+            return held.chunk_meta(device_id, key.stream, seq, site_id=site_id)
+
+        run = await asyncio.to_thread(
+            held_after_cursor,
+            held_seq,
+            cursor_seq=cursor.seq,
+            cursor_hash=cursor.chunk_hash,
+            end_ns=job.end_ns,
+        )
+        if run is None:
+            return cursor
+        return await self._advance_over_held(key, run, fallback=cursor)
+
+    async def _advance_over_held(
+        self, key: StreamKey, run: HeldRun, *, fallback: TransferCursor
+    ) -> TransferCursor:
+        """Move the stream's cursor (and progress) over a held run; `fallback` when the
+        stream ended meanwhile (its transfer stops at once)."""
         try:
             await asyncio.to_thread(
                 self._catalog.advance_retrieval_stream,
@@ -570,11 +734,11 @@ class _SiteRun:
                 bytes_added=run.payload_bytes,
                 covered_until_ns=run.covered_until_ns,
             )
-        except Conflict as exc:  # the stream ended meanwhile: its transfer stops at once
+        except Conflict as exc:
             _log.info("%s", exc)
-            return TransferCursor()
+            return fallback
         _log.info(
-            "%s/%s: the central holds the span's first %d chunks; continuing after seq %d",
+            "%s/%s: the central holds %d chunks of the span already; continuing after seq %d",
             key.job_id,
             key.device_id,
             run.chunks,
@@ -584,22 +748,23 @@ class _SiteRun:
 
     async def _commit(self, key: StreamKey, accepted: AcceptedChunk) -> None:
         chunk = accepted.chunk
-        (outcome,) = await self._ingest.put_verified([chunk])
+        space = self._room.space
+        size = stored_bytes_of(chunk)
+        if space is not None and (problem := space.reserve(size)) is not None:
+            raise _StoreFullPause(problem)
+        outcome: bool | StoreError = False
+        try:
+            (outcome,) = await self._ingest.put_verified([chunk])
+        finally:
+            if space is not None:
+                space.settle(size, stored=outcome is True)
         if isinstance(outcome, StoreFull):
             raise _StoreFullPause(str(outcome))
         if isinstance(outcome, StoreError):
             raise _ChunkNotStored(
                 f"the central's store refused chunk seq {chunk.header.seq}: {outcome}"
             )
-        if self._store_full_raised:
-            self._store_full_raised = False
-            await asyncio.to_thread(
-                self._catalog.clear_notification,
-                NOTICE_STORE_FULL,
-                None,
-                None,
-                self._clock.now_ns(),
-            )
+        await self._room.notice.clear()
         header = chunk.header
         rate = self.rates.get(key)
         if rate is not None:
@@ -644,9 +809,11 @@ class _SiteRun:
             if failed:
                 reason = "; ".join(f"{s.device_id}: {s.failure}" for s in failed)
             # Holds first: whoever sees the job ended sees its holds released. (A cut in
-            # between leaves a job that places its holds again on the next link.)
+            # between leaves a job that places its holds again on the next link.) The
+            # central's own holds go after: a crash in between leaves them to `tidy`.
             await self._release_holds(job)
             await self._write(catalog.set_retrieval_job_state, job.job_id, overall, reason=reason)
+            await self._room.release(job.job_id)
 
     async def _pause_for_space(self, key: StreamKey, problem: str) -> None:
         catalog = self._catalog
@@ -662,17 +829,10 @@ class _SiteRun:
             await self._write(
                 catalog.set_retrieval_job_state, key.job_id, JobState.PENDING, reason=reason
             )
-        await asyncio.to_thread(
-            catalog.raise_notification,
-            NOTICE_STORE_FULL,
-            None,
-            None,
-            f"retrieval paused: the central's store is full ({problem}); jobs resume when "
-            "space returns",
-            self._clock.now_ns(),
-        )
-        self._store_full_raised = True
-        self._paused_until_ns = self._clock.now_ns() + int(STORE_FULL_RETRY_S * NS_PER_S)
+        await self._room.notice.raise_notice(problem)
+        space = self._room.space
+        self._paused_at_releases = 0 if space is None else space.releases
+        self._paused_until_ns = self._clock.now_ns() + int(self._room.retry_s * NS_PER_S)
 
     # -- holds ---------------------------------------------------------------------------------
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 
-from central.retrieval.held_run import HeldRun, held_run
+from central.retrieval.held_run import HeldRun, held_after_cursor, held_run
 from shared.chunk import SignedChunk
 from shared.clock import NS_PER_S
 from shared.signing import SiteSigner
@@ -76,3 +76,35 @@ def test_the_first_chunk_of_a_stream_has_nothing_before_it() -> None:
     chain = _chain(3)
     start_ns = chain[0].start_ns - 60 * NS_PER_S  # asked from before the camera started
     assert held_run(chain, start_ns=start_ns, predecessor=None) == _run_of(chain)
+
+
+def _by_seq(metas: list[ChunkMeta]) -> dict[int, ChunkMeta]:
+    return {meta.seq: meta for meta in metas}
+
+
+def test_after_a_cursor_the_held_chunks_that_follow_it_are_skipped() -> None:
+    chain = _chain(8)
+    # Stored: up to 5 (the cursor says 3: the cut came before it moved), then 7; 6 missing.
+    held = _by_seq(chain[:6] + chain[7:])
+    run = held_after_cursor(
+        held.get, cursor_seq=3, cursor_hash=chain[3].chunk_hash, end_ns=chain[-1].end_ns
+    )
+    assert run == _run_of(chain[4:6])
+
+
+def test_after_a_cursor_nothing_held_or_another_chain_or_past_the_span_is_not_skipped() -> None:
+    chain = _chain(6)
+    other = _chain(6, seed=2)
+
+    def after_2(held: list[ChunkMeta], end_ns: int) -> HeldRun | None:
+        return held_after_cursor(
+            _by_seq(held).get, cursor_seq=2, cursor_hash=chain[2].chunk_hash, end_ns=end_ns
+        )
+
+    end_ns = chain[-1].end_ns
+    assert after_2(chain[:3], end_ns) is None
+    # The chunk held with the next seq names another chunk before it: not this chain's.
+    assert after_2(chain[:3] + other[3:], end_ns) is None
+    # Held, but starting at the span's end or after: not the span's.
+    assert after_2(chain, chain[3].start_ns) is None
+    assert after_2(chain, chain[4].start_ns) == _run_of(chain[3:4])

@@ -1,7 +1,7 @@
 """A retrieval job over a link that is cut again and again: resets at random byte offsets of
 what the site sends, and silent stalls (a half-open connection, found by the read timeout).
 The job completes with every chunk of its span at the central exactly once, verified, with
-its receipt, at most one chunk of a stream handed to the store again per cut, and the
+its receipt, at most one chunk handed to the store again per cut (of all its streams), and the
 site's holds released.
 
 Deliveries are counted where the central hands a chunk to its store (`DeliveryRecorder`);
@@ -76,7 +76,7 @@ async def _cut_repeatedly(tmp_path: Path, *, cuts: int, chunks: int, seed: int) 
         check = await run.verdict(job, DEVICES)
         assert made >= min(cuts, 3), f"only {made} cuts landed before the job ended (seed {seed})"
         assert check.cuts >= made
-        assert run.recorder.already_held == check.resends <= made * len(DEVICES), (
+        assert run.recorder.already_held == check.resends <= made, (
             run.recorder.already_held,
             check,
         )
