@@ -165,7 +165,9 @@ async def measure(
     )
 
 
-def report(results: list[Measured], idle_cores: float, fps: int, bitrate_bps: float) -> None:
+def report(
+    results: list[Measured], idle_cores: float, fps: int, bitrate_bps: float, size: str
+) -> None:
     print()
     print(HEADER)
     for result in results:
@@ -173,7 +175,7 @@ def report(results: list[Measured], idle_cores: float, fps: int, bitrate_bps: fl
     print()
     print(
         f"central idle (sites online, nothing relayed): {idle_cores * 100:.1f}% of a core; "
-        f"each stream {bitrate_bps / 1000:.0f} kbit/s at {fps} fps"
+        f"each stream {size}, {bitrate_bps / 1000:.0f} kbit/s at {fps} fps"
     )
     for mode in (PLAIN, RELAY, RECORD):
         runs = sorted((r for r in results if r.mode == mode), key=lambda r: r.streams)
@@ -224,7 +226,13 @@ def report(results: list[Measured], idle_cores: float, fps: int, bitrate_bps: fl
 
 
 async def main(
-    counts: list[int], seconds: float, sites: int, settle_s: float, profile: Path | None
+    counts: list[int],
+    seconds: float,
+    sites: int,
+    settle_s: float,
+    profile: Path | None,
+    *,
+    lq: str | None = None,
 ) -> int:
     counts = sorted(set(counts))
     results: list[Measured] = []
@@ -238,6 +246,7 @@ async def main(
             str(max(counts)),
             "--sites",
             str(sites),
+            *(["--lq", lq] if lq else []),
             log=directory / "sites.log",
         )
         fps = int(replay.info["fps"])
@@ -334,7 +343,7 @@ async def main(
                 await forwarder.stop()
             await central.stop()
             await replay.stop()
-        report(results, idle_cores, fps, bitrate)
+        report(results, idle_cores, fps, bitrate, str(replay.info["size"]))
     print(f"total time {time.monotonic() - started:.0f} s")
     return 0
 
@@ -349,6 +358,11 @@ if __name__ == "__main__":
     parser.add_argument(
         "--profile-central", type=Path, help="run the central under cProfile, stats to this file"
     )
+    parser.add_argument(
+        "--lq",
+        help="the replayed reference stream, WIDTHxHEIGHT@FPS:KBPS (default 320x180@5:120; "
+        "the agent's default LQ is 640x360@8:250)",
+    )
     arguments = parser.parse_args()
     if arguments.quick:
         arguments.streams, arguments.seconds, arguments.settle = [25, 100], 8.0, 2.0
@@ -360,6 +374,7 @@ if __name__ == "__main__":
                 arguments.sites,
                 arguments.settle,
                 arguments.profile_central,
+                lq=arguments.lq,
             )
         )
     )

@@ -236,9 +236,30 @@ def device_ids(count: int, sites: int) -> list[list[str]]:
     return [names[k::sites] for k in range(sites)]
 
 
-async def main(directory: Path, devices: int, sites: int) -> int:
+def parse_lq_profile(text: str) -> tuple[int, int, int, int]:
+    """`WIDTHxHEIGHT@FPS:KBPS` (e.g. 640x360@8:250) as (width, height, fps, bit/s)."""
+    try:
+        size, rest = text.split("@")
+        width, height = (int(n) for n in size.split("x"))
+        fps_text, kbps = rest.split(":")
+        return width, height, int(fps_text), int(kbps) * 1000
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: expected WIDTHxHEIGHT@FPS:KBPS, e.g. 640x360@8:250"
+        ) from None
+
+
+async def main(
+    directory: Path, devices: int, sites: int, lq: tuple[int, int, int, int] | None = None
+) -> int:
     clock = SystemClock()
-    clip = await asyncio.to_thread(encode_lq_clip)
+    if lq is None:
+        clip = await asyncio.to_thread(encode_lq_clip)
+    else:
+        width, height, fps, bitrate_bps = lq
+        clip = await asyncio.to_thread(
+            encode_lq_clip, width=width, height=height, fps=fps, bitrate_bps=bitrate_bps
+        )
     password_hash = await asyncio.to_thread(hash_password, PASSWORD)
     opened: list[ReplaySite] = []
     stop = asyncio.Event()
@@ -267,6 +288,7 @@ async def main(directory: Path, devices: int, sites: int) -> int:
                 {
                     "bitrate_bps": clip.bitrate_bps,
                     "fps": clip.fps,
+                    "size": f"{clip.codec.width}x{clip.codec.height}",
                     "sites": [
                         {
                             "site_id": s.site_id,
@@ -300,5 +322,10 @@ if __name__ == "__main__":
     parser.add_argument("directory", type=Path)
     parser.add_argument("--devices", type=int, required=True)
     parser.add_argument("--sites", type=int, default=1)
+    parser.add_argument(
+        "--lq", type=parse_lq_profile, help="WIDTHxHEIGHT@FPS:KBPS (default 320x180@5:120)"
+    )
     arguments = parser.parse_args()
-    sys.exit(asyncio.run(main(arguments.directory, arguments.devices, arguments.sites)))
+    sys.exit(
+        asyncio.run(main(arguments.directory, arguments.devices, arguments.sites, arguments.lq))
+    )

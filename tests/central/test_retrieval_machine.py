@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import tempfile
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -454,9 +455,10 @@ class RetrievalMachine(RuleBasedStateMachine):
 @pytest.mark.filterwarnings("ignore::RuntimeWarning")
 def test_the_engine_keeps_its_promises_whatever_happens(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.ERROR, logger="central")
+    long_run = os.environ.get("SITELINE_LONG_FAULTS") == "1"  # the long runs, not in CI
     machine = settings(
-        max_examples=25,
-        stateful_step_count=25,
+        max_examples=300 if long_run else 25,
+        stateful_step_count=60 if long_run else 25,
         deadline=None,
         suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
     )(RetrievalMachine)

@@ -91,6 +91,7 @@ async def test_cuts_at_random_points_lose_nothing_and_resend_at_most_one_chunk_e
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)
 @pytest.mark.skipif(not LONG, reason="the long fault runs need SITELINE_LONG_FAULTS=1")
 async def test_many_cuts_over_a_long_span(tmp_path: Path) -> None:
     await _cut_repeatedly(tmp_path, cuts=15, chunks=40, seed=random.randrange(1 << 32))
