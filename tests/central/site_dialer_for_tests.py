@@ -1,19 +1,22 @@
-"""How tests that build a `SiteConnector` by hand dial their site: the central's own
-`connect_to_site`, with the site's account from the catalog (its password as the catalog
+"""How tests that build a `SiteConnector` by hand add and dial their site: a site record
+the central dials at a loopback port with an account of the test site, and the central's
+own `connect_to_site`, with that account from the catalog (its password as the catalog
 keeps it) and a short read timeout."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 
 import aiohttp
 
 from central.catalog.catalog import Catalog
-from central.catalog.records import SiteRecord
+from central.catalog.records import NewSite, SiteRecord
 from shared.clock import Clock
 from shared.link_io.client import LinkClient
 from shared.link_io.dialing import connect_to_site
+from tests.agent_api.api_site import PASSWORDS
 
 READ_TIMEOUT_S = 5
 
@@ -36,3 +39,30 @@ def catalog_dialer(
         )
 
     return dial
+
+
+async def add_dialled_site(
+    catalog: Catalog,
+    port: int,
+    fingerprint: str,
+    *,
+    username: str = "admin",
+    remote_site_id: str | None = None,
+) -> SiteRecord:
+    """A site "Shop" the central dials at 127.0.0.1:`port` over HTTPS, pinned to
+    `fingerprint` (as the site prints it), with the test site's account `username`."""
+    record, _ = await asyncio.to_thread(
+        catalog.add_site,
+        NewSite(
+            name="Shop",
+            dial="central",
+            address="127.0.0.1",
+            port=port,
+            scheme="https",
+            username=username,
+            fingerprint=fingerprint.replace(":", "").lower(),
+            remote_site_id=remote_site_id,
+        ),
+        PASSWORDS[username],
+    )
+    return record

@@ -17,7 +17,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from central.catalog.records import NewSite, SiteRecord
+from central.catalog.records import SiteRecord
 from central.catalog.secret_box import SecretBox
 from central.catalog.sqlite_catalog import SqliteCatalog
 from central.connector_state import ConnectorPolicy, ConnectorStatus
@@ -28,8 +28,7 @@ from central.site_link_work import SiteLinkWork
 from shared.backoff import BackoffPolicy
 from shared.clock import NS_PER_S, SystemClock
 from shared.store.chunk_store import ChunkStore
-from tests.agent_api.api_site import PASSWORDS
-from tests.central.site_dialer_for_tests import catalog_dialer
+from tests.central.site_dialer_for_tests import add_dialled_site, catalog_dialer
 from tests.link_io.link_site import LinkSite, running_link_site
 
 POLICY = ConnectorPolicy(
@@ -69,19 +68,7 @@ async def _central_with_live(tmp_path: Path, site: LinkSite) -> AsyncIterator[_C
     )
     ingest = IngestWriter(store, None)
     live = LiveFeeds(catalog, store, ingest, clock=clock, linger_s=LINGER_S)
-    record, _ = await asyncio.to_thread(
-        catalog.add_site,
-        NewSite(
-            name="Shop",
-            dial="central",
-            address="127.0.0.1",
-            port=site.port,
-            scheme="https",
-            username="admin",
-            fingerprint=site.identity.fingerprint.replace(":", "").lower(),
-        ),
-        PASSWORDS["admin"],
-    )
+    record = await add_dialled_site(catalog, site.port, site.identity.fingerprint)
     async with aiohttp.ClientSession() as http:
 
         connector = SiteConnector(

@@ -27,7 +27,7 @@ from shared.clock import SystemClock
 from shared.link_io.dialing import connect_to_site
 from tests.agent_api.api_site import PASSWORDS
 from tests.central.api.agent_sites import free_port
-from tests.central.site_dialer_for_tests import catalog_dialer
+from tests.central.site_dialer_for_tests import add_dialled_site, catalog_dialer
 from tests.link_io.link_site import LinkSite, running_link_site
 
 POLICY = ConnectorPolicy(
@@ -77,18 +77,12 @@ async def _connected(
         clock=clock,
         secret_box=SecretBox.load_or_create(tmp_path / "secret.key"),
     )
-    record, _ = catalog.add_site(
-        NewSite(
-            name="Shop",
-            dial="central",
-            address="127.0.0.1",
-            port=site.port if port is None else port,
-            scheme="https",
-            username="clerk",
-            fingerprint=site.identity.fingerprint.replace(":", "").lower(),
-            remote_site_id=remote_site_id,
-        ),
-        PASSWORDS["clerk"],
+    record = await add_dialled_site(
+        catalog,
+        site.port if port is None else port,
+        site.identity.fingerprint,
+        username="clerk",
+        remote_site_id=remote_site_id,
     )
     async with aiohttp.ClientSession() as http:
         connector = SiteConnector(

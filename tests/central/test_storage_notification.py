@@ -16,7 +16,7 @@ import aiohttp
 
 from agent.config import load_agent_config
 from agent.system_events import SystemEvent, SystemEventKind
-from central.catalog.records import NewSite, Notification
+from central.catalog.records import Notification
 from central.catalog.secret_box import SecretBox
 from central.catalog.sqlite_catalog import SqliteCatalog
 from central.connector_state import ConnectorPolicy, ConnectorStatus
@@ -25,8 +25,7 @@ from central.site_link_work import STORAGE_FULL, STORAGE_LOW, SiteLinkWork
 from shared.backoff import BackoffPolicy
 from shared.clock import SystemClock
 from tests.agent.site_config import write_site_config
-from tests.agent_api.api_site import PASSWORDS
-from tests.central.site_dialer_for_tests import catalog_dialer
+from tests.central.site_dialer_for_tests import add_dialled_site, catalog_dialer
 from tests.link_io.link_site import LinkSite, running_site_of
 
 POLICY = ConnectorPolicy(
@@ -102,19 +101,7 @@ async def _central_of(
         secret_box=SecretBox.load_or_create(tmp_path / "secret.key"),
     )
     assert isinstance(catalog, _ClearNotingCatalog)
-    record, _ = await asyncio.to_thread(
-        catalog.add_site,
-        NewSite(
-            name="Shop",
-            dial="central",
-            address="127.0.0.1",
-            port=site_port,
-            scheme="https",
-            username="admin",
-            fingerprint=fingerprint.replace(":", "").lower(),
-        ),
-        PASSWORDS["admin"],
-    )
+    record = await add_dialled_site(catalog, site_port, fingerprint)
     async with aiohttp.ClientSession() as http:
 
         connector = SiteConnector(
