@@ -20,6 +20,7 @@ import pytest
 from shared.api_input import format_instant
 from tests.agent_api.api_site import PASSWORDS
 from tests.central.central_fixture import RunningCentral, running_central
+from tests.central.playback_client import play
 from tests.link_io.link_site import LinkSite, running_link_site
 
 WAIT_S = 30.0
@@ -270,21 +271,9 @@ async def test_playback_switches_from_lq_to_hq_and_back_without_a_gap(tmp_path: 
                 chunk = await asyncio.to_thread(site.store.read_chunk, "cam-a", "hq", meta.seq)
                 assert chunk is not None
                 await asyncio.to_thread(store.put, chunk)
-        start, end = _iso(lq[0].header.start_ns), _iso(lq[-1].header.end_ns)
-        texts: list[dict[str, Any]] = []
-        sequences: list[bytes] = []
-        async with central.client.ws_connect(
-            central.url(f"/devices/{ids['cam-a']}/playback?start={start}&end={end}"),
-            headers={"Authorization": f"Bearer {central.token}"},
-        ) as socket:
-            async with asyncio.timeout(WAIT_S):
-                async for message in socket:
-                    if message.type == aiohttp.WSMsgType.TEXT:
-                        texts.append(json.loads(message.data))
-                        if texts[-1]["type"] == "init":
-                            sequences.append(b"")
-                    elif message.type == aiohttp.WSMsgType.BINARY:
-                        sequences[-1] += message.data
+        texts, sequences = await play(
+            central, ids["cam-a"], lq[0].header.start_ns, lq[-1].header.end_ns, wait_s=WAIT_S
+        )
         assert texts[-1] == {"type": "end"}
         streams = [t["stream"] for t in texts if t["type"] == "segment"]
         assert streams[0] == "lq"
@@ -309,19 +298,10 @@ async def test_a_site_only_device_plays_from_the_site_in_high_quality(tmp_path: 
         ids = await _add(central, site)  # recording site_only: the default
         await site.wait_for_chunks("cam-a", "hq", 4)
         metas = await asyncio.to_thread(site.store.chunk_metas, "cam-a", "hq", 0, 1 << 62)
-        start, end = _iso(metas[0].header.start_ns), _iso(metas[3].header.end_ns)
-        texts: list[dict[str, Any]] = []
-        media = b""
-        async with central.client.ws_connect(
-            central.url(f"/devices/{ids['cam-a']}/playback?start={start}&end={end}"),
-            headers={"Authorization": f"Bearer {central.token}"},
-        ) as socket:
-            async with asyncio.timeout(WAIT_S):
-                async for message in socket:
-                    if message.type == aiohttp.WSMsgType.TEXT:
-                        texts.append(json.loads(message.data))
-                    elif message.type == aiohttp.WSMsgType.BINARY:
-                        media += message.data
+        texts, runs = await play(
+            central, ids["cam-a"], metas[0].header.start_ns, metas[3].header.end_ns, wait_s=WAIT_S
+        )
+        media = b"".join(runs)
         assert texts[-1] == {"type": "end"}, texts[-3:]
         streams = {t["stream"] for t in texts if t["type"] == "segment"}
         assert streams == {"hq"}

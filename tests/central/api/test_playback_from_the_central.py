@@ -19,7 +19,6 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import pytest
 
 from shared.api_input import format_instant
@@ -30,6 +29,7 @@ from shared.store.chunk_meta import ChunkMeta
 from shared.transfer_acceptance import TransferExpectation
 from tests.central.central_fixture import RunningCentral, running_central
 from tests.central.link_sites import add_link_site
+from tests.central.playback_client import play
 from tests.link_io.link_site import LinkSite, running_link_site
 
 WAIT_S = 60.0
@@ -116,23 +116,7 @@ async def _offline(central: RunningCentral, site_id: str) -> None:
 async def _play(
     central: RunningCentral, device_id: str, start_ns: int, end_ns: int
 ) -> tuple[list[dict[str, Any]], list[bytes]]:
-    """The text messages of a playback, and the media under each init segment."""
-    texts: list[dict[str, Any]] = []
-    runs: list[bytes] = []
-    path = f"/devices/{device_id}/playback?start={format_instant(start_ns)}"
-    path += f"&end={format_instant(end_ns)}"
-    async with central.client.ws_connect(
-        central.url(path), headers={"Authorization": f"Bearer {central.token}"}
-    ) as socket:
-        async with asyncio.timeout(WAIT_S):
-            async for message in socket:
-                if message.type == aiohttp.WSMsgType.TEXT:
-                    texts.append(json.loads(message.data))
-                    if texts[-1]["type"] == "init":
-                        runs.append(b"")
-                elif message.type == aiohttp.WSMsgType.BINARY:
-                    runs[-1] += message.data
-    return texts, runs
+    return await play(central, device_id, start_ns, end_ns, wait_s=WAIT_S)
 
 
 def _segments(texts: list[dict[str, Any]]) -> list[dict[str, Any]]:
