@@ -6,6 +6,7 @@ be moved as a whole. See README.md, "Configuration reference", for every key.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -98,6 +99,7 @@ class RtspSettings:
     lq_url: str
     open_timeout_s: float
     read_timeout_s: float
+    reader: str = "in_process"  # "ffmpeg" or "in_process" ("auto" is resolved at load)
 
 
 @dataclass(frozen=True)
@@ -399,6 +401,7 @@ def _camera(table: Table, base: Path, default_max_age_s: int) -> CameraConfig:
             raise sub.error("motion_duration_s", "must be shorter than motion_period_s")
     elif source == "rtsp":
         from agent.sources.base import SourceConfigError  # noqa: PLC0415
+        from agent.sources.rtsp import READER_AUTO, READERS, resolve_reader  # noqa: PLC0415
         from agent.sources.url_policy import validate_camera_url  # noqa: PLC0415
 
         urls = {}
@@ -414,6 +417,11 @@ def _camera(table: Table, base: Path, default_max_age_s: int) -> CameraConfig:
             open_timeout_s=sub.number("open_timeout_s", 10.0, minimum=0.5, maximum=120),
             read_timeout_s=sub.number("read_timeout_s", 10.0, minimum=0.5, maximum=120),
         )
+        try:
+            reader = resolve_reader(sub.choice("reader", READERS, READER_AUTO))
+        except SourceConfigError as exc:
+            raise sub.error("reader", str(exc).removeprefix("reader: ")) from None
+        settings = dataclasses.replace(settings, reader=reader)
         has_audio_source = sub.boolean("audio", False)
     elif source == "file":
         hq_path = base / sub.string("hq_path")

@@ -47,6 +47,7 @@ def build_source(camera: CameraConfig, *, clock: Clock) -> CameraSource:
             open_timeout_s=settings.open_timeout_s,
             read_timeout_s=settings.read_timeout_s,
             audio=camera.has_microphone,
+            reader=settings.reader,
         )
     if isinstance(settings, FileSettings):
         return FileCamera(settings.hq_path, settings.lq_path, clock=clock)

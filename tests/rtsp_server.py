@@ -31,10 +31,15 @@ GI_CHECK = (
 )
 
 
-def profile_launch(width: int, height: int, fps: int, bitrate_kbps: int, *, audio: bool) -> str:
-    """The gst-launch description of one mount: a moving test pattern, 1 s GOP."""
+def profile_launch(
+    width: int, height: int, fps: int, bitrate_kbps: int, *, audio: bool, pattern: str = "ball"
+) -> str:
+    """The gst-launch description of one mount: a test pattern, 1 s GOP.
+
+    "ball" (a ball moving on black) compresses far below `bitrate_kbps`; "snow" (noise)
+    fills it, as a busy scene fills a real camera's bit rate."""
     video = (
-        f"videotestsrc is-live=true pattern=ball ! "
+        f"videotestsrc is-live=true pattern={pattern} ! "
         f"video/x-raw,width={width},height={height},framerate={fps}/1 ! "
         f"x264enc tune=zerolatency speed-preset=ultrafast key-int-max={fps} "
         f"bitrate={bitrate_kbps} ! "
@@ -63,6 +68,9 @@ def serve() -> int:
     parser.add_argument(
         "--hq", default="320x240@15:400", help="main profile as WIDTHxHEIGHT@FPS:KBPS"
     )
+    parser.add_argument(
+        "--pattern", default="ball", help="the main profile's test pattern (ball, snow)"
+    )
     args = parser.parse_args()
     size, _, rest = args.hq.partition("@")
     hq_fps, _, hq_kbps = rest.partition(":")
@@ -74,12 +82,12 @@ def serve() -> int:
     server.set_address("127.0.0.1")
     server.set_service(str(args.port))
     mounts = server.get_mount_points()
-    for path, (width, height, fps, kbps), audio in (
-        ("/hq", hq_profile, args.audio),
-        ("/lq", (160, 120, 5, 100), False),
+    for path, (width, height, fps, kbps), audio, pattern in (
+        ("/hq", hq_profile, args.audio, args.pattern),
+        ("/lq", (160, 120, 5, 100), False, "ball"),
     ):
         factory = GstRtspServer.RTSPMediaFactory()
-        factory.set_launch(profile_launch(width, height, fps, kbps, audio=audio))
+        factory.set_launch(profile_launch(width, height, fps, kbps, audio=audio, pattern=pattern))
         # One pipeline per mount shared by all clients, as a camera's encoder is.
         factory.set_shared(True)
         mounts.add_factory(path, factory)
@@ -116,9 +124,11 @@ class RtspServerProcess:
         *,
         audio: bool = False,
         hq_profile: str = "320x240@15:400",
+        pattern: str = "ball",
         python: str = SYSTEM_PYTHON,
     ) -> None:
         self.port = port
+        self._pattern = pattern
         self._audio = audio
         self._hq_profile = hq_profile
         self._python = python
@@ -139,6 +149,8 @@ class RtspServerProcess:
             str(self.port),
             "--hq",
             self._hq_profile,
+            "--pattern",
+            self._pattern,
         ]
         if self._audio:
             command.append("--audio")

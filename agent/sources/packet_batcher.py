@@ -42,10 +42,18 @@ class PacketBatcher:
     """Batches one worker thread's packets into a `ThreadHandoff` (use from that thread)."""
 
     def __init__(
-        self, handoff: ThreadHandoff[MediaPacket], clock: Clock, *, max_batch: int
+        self,
+        handoff: ThreadHandoff[MediaPacket],
+        clock: Clock,
+        *,
+        max_batch: int,
+        flush_when_due: bool = True,
     ) -> None:
+        """`flush_when_due` False: only `max_batch` and the caller's `flush` hand batches
+        over (for a thread that reads in bursts and flushes after each)."""
         if max_batch < 1:
             raise ValueError(f"max_batch must be at least 1, not {max_batch}")
+        self._flush_when_due = flush_when_due
         self._handoff = handoff
         self._clock = clock
         self._max_batch = max_batch
@@ -66,8 +74,11 @@ class PacketBatcher:
         now_ns = self._clock.now_ns()
         noted = self._noted
         noted.append((timeline, pts, dts, duration, keyframe, data, now_ns))
-        # A wall clock stepped backwards counts as due, so a batch never waits for it.
-        if now_ns < self._due_ns and now_ns >= self._last_ns and len(noted) < self._max_batch:
+        if len(noted) < self._max_batch and (
+            not self._flush_when_due
+            # A wall clock stepped backwards counts as due, so a batch never waits for it.
+            or (now_ns < self._due_ns and now_ns >= self._last_ns)
+        ):
             return True
         return self.flush()
 

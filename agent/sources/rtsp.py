@@ -1,8 +1,19 @@
 """A network camera read over RTSP: the main profile as "hq", the sub profile as "lq".
 
-One worker thread per URL opens the session with PyAV (RTP interleaved over the RTSP TCP
-connection, so no UDP ports and no loss reordering) and demuxes; packets are remuxed,
-never decoded. Per stream:
+One worker thread per URL reads the session (RTP interleaved over the RTSP TCP connection,
+so no UDP ports and no loss reordering); packets are remuxed, never decoded. Two readers:
+
+- `READER_FFMPEG`: an `ffmpeg -c copy` child per URL demuxes the camera and writes NUT
+  into a pipe (`ffmpeg_relay`; the URL and its password never reach its command line);
+  the thread demuxes the pipe with PyAV in bursts (`burst_pipe`), every 0.5 s, or every
+  20 ms while someone watches live. The cheaper in CPU (docs/benchmarks.md) and the
+  default where the program is installed. The first packets are read as they come, so
+  the stream's wall-clock anchor is its arrival time; later packets are stamped at their
+  burst's arrival, up to one interval late, which the wall-clock mapper's drift bound
+  (1 s) absorbs without re-anchoring.
+- `READER_IN_PROCESS`: PyAV opens the URL itself in the thread; no program needed.
+
+Per stream:
 
 - "hq": the first video stream of `hq_url`; "audio": its first audio stream, if any and
   `audio` is True; "lq": the first video stream of `lq_url`, if given (without `lq_url`
@@ -28,7 +39,7 @@ import asyncio
 import dataclasses
 import logging
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from fractions import Fraction
 
 import av
@@ -36,7 +47,21 @@ from av.container import InputContainer
 from av.stream import Stream
 
 from agent.sources.annexb import BitstreamError, extradata_to_annexb, parameter_sets
-from agent.sources.base import STREAM_AUDIO, STREAM_HQ, STREAM_LQ, SourceUnavailable
+from agent.sources.base import (
+    STREAM_AUDIO,
+    STREAM_HQ,
+    STREAM_LQ,
+    SourceConfigError,
+    SourceUnavailable,
+)
+from agent.sources.burst_pipe import BurstPipeReader
+from agent.sources.ffmpeg_relay import (
+    FFmpegRelay,
+    RelayStartError,
+    concat_script,
+    ffmpeg_available,
+    relay_command,
+)
 from agent.sources.handoff import ThreadHandoff
 from agent.sources.packet_batcher import PacketBatcher, StreamTimeline
 from agent.sources.timing import WallClockMapper
@@ -56,6 +81,26 @@ _log = logging.getLogger(__name__)
 _PROTOCOL_WHITELIST = "rtsp,rtsps,tcp,tls,udp,rtp"
 _US_PER_S = 1_000_000
 _ANALYZE_DURATION_US = 1_000_000  # probe 1 s; the session description has the rest
+_RELAY_PROBE_US = 100_000  # probing the relay's output: NUT's header has every parameter
+
+READER_FFMPEG = "ffmpeg"
+READER_IN_PROCESS = "in_process"
+READER_AUTO = "auto"
+READERS = (READER_AUTO, READER_FFMPEG, READER_IN_PROCESS)
+
+
+def resolve_reader(reader: str) -> str:
+    """`reader` with "auto" made concrete: the ffmpeg child if the program is installed."""
+    if reader not in READERS:
+        raise SourceConfigError(f"reader: must be one of {', '.join(READERS)}, not {reader!r}")
+    if reader == READER_AUTO:
+        return READER_FFMPEG if ffmpeg_available() else READER_IN_PROCESS
+    if reader == READER_FFMPEG and not ffmpeg_available():
+        raise SourceConfigError(
+            "reader: 'ffmpeg' needs the ffmpeg program, which is not installed "
+            "(apt-get install ffmpeg), or use reader = 'in_process'"
+        )
+    return reader
 
 
 class RtspCamera(WorkerFedSource):
@@ -71,8 +116,10 @@ class RtspCamera(WorkerFedSource):
         read_timeout_s: float = 5.0,
         audio: bool = True,
         max_queued_packets: int = 128,
+        reader: str = READER_AUTO,
     ) -> None:
-        """Validate the URLs (`SourceConfigError` names `hq_url` or `lq_url`)."""
+        """Validate the URLs and the reader (`SourceConfigError` names `hq_url`, `lq_url`
+        or `reader`)."""
         self._urls = {STREAM_HQ: validate_camera_url(hq_url, field="hq_url")}
         if lq_url is not None:
             self._urls[STREAM_LQ] = validate_camera_url(lq_url, field="lq_url")
@@ -84,13 +131,14 @@ class RtspCamera(WorkerFedSource):
         self._open_timeout_s = open_timeout_s
         self._read_timeout_s = read_timeout_s
         self._audio = audio
+        self.reader = resolve_reader(reader)
         # A thread stuck in a read exits at its timeout.
         super().__init__(capacity=max_queued_packets, stop_timeout_s=read_timeout_s + 2)
 
     def describe(self) -> str:
         """The redacted URLs."""
         urls = ", ".join(f"{role} {redact_url(url)}" for role, url in self._urls.items())
-        return f"rtsp camera ({urls})"
+        return f"rtsp camera ({urls}; {self.reader.replace('_', '-')} reader)"
 
     async def open(self) -> Mapping[str, CodecConfig]:
         """Connect every profile; return the stream configurations or raise SourceUnavailable."""
@@ -108,6 +156,7 @@ class RtspCamera(WorkerFedSource):
                 handoff=handoff,
                 stop=workers.stop_requested,
                 max_batch=max(1, self._capacity // 2),
+                relayed=self.reader == READER_FFMPEG,
             )
             pending.append(
                 self._start_reporting_worker(role, session.run, label=f"{role} {redact_url(url)}")
@@ -135,7 +184,11 @@ class _Session:
         handoff: ThreadHandoff[MediaPacket],
         stop: threading.Event,
         max_batch: int,
+        relayed: bool,
     ) -> None:
+        self._relayed = relayed
+        self._relay: FFmpegRelay | None = None
+        self._burst: BurstPipeReader | None = None
         self._role = role
         self._url = url
         self._with_audio = with_audio
@@ -152,38 +205,105 @@ class _Session:
         try:
             container = self._connect()
         except SourceUnavailable as exc:
-            reject_threadsafe(self._event_loop, configs, exc)
-            self._handoff.finish(str(exc))
+            self._fail(configs, exc)
+            self._stop_relay()
             return
         try:
             self._stream(container, configs)
         except av.FFmpegError as exc:
-            error = SourceUnavailable(f"{self._label}: {self._reason(exc)}")
-            reject_threadsafe(self._event_loop, configs, error)
-            self._handoff.finish(str(error))
+            self._fail(configs, SourceUnavailable(f"{self._label}: {self._reason(exc)}"))
         except SourceUnavailable as exc:
-            reject_threadsafe(self._event_loop, configs, exc)
-            self._handoff.finish(str(exc))
+            self._fail(configs, exc)
         finally:
             container.close()
+            self._stop_relay()
+
+    def _fail(
+        self, configs: asyncio.Future[dict[str, CodecConfig]], error: SourceUnavailable
+    ) -> None:
+        reject_threadsafe(self._event_loop, configs, error)
+        self._handoff.finish(str(error))
 
     def _connect(self) -> InputContainer:
         options = {
             "rtsp_transport": "tcp",
             "timeout": str(round(self._read_timeout_s * _US_PER_S)),  # socket I/O, in µs
             "allowed_media_types": "video+audio" if self._with_audio else "video",
-            "protocol_whitelist": _PROTOCOL_WHITELIST,
             "analyzeduration": str(_ANALYZE_DURATION_US),
         }
+        if self._relayed:
+            return self._connect_relayed(options)
         try:
             return av.open(
                 self._url,
                 mode="r",
-                options=options,
+                options={**options, "protocol_whitelist": _PROTOCOL_WHITELIST},
                 timeout=(self._open_timeout_s, self._read_timeout_s),
             )
         except (av.FFmpegError, OSError) as exc:
             raise SourceUnavailable(f"{self._label}: {self._reason(exc)}") from None
+
+    def _connect_relayed(self, options: dict[str, str]) -> InputContainer:
+        """Start the ffmpeg child and open its NUT output (see `ffmpeg_relay`)."""
+        command = relay_command(
+            video_only=not self._with_audio, analyze_duration_us=_RELAY_PROBE_US
+        )
+        # nobuffer: the packets the child reads while probing are dropped rather than sent
+        # in a rush after it, so every packet reaches this process about when the camera
+        # sent it, and the wall-clock mapper anchors on a true arrival time.
+        script = concat_script(self._url, {**options, "fflags": "nobuffer"})
+        try:
+            relay = FFmpegRelay(command, script)
+        except RelayStartError as exc:
+            raise SourceUnavailable(f"{self._label}: {exc}") from None
+        self._relay = relay
+        # The child connects, sets the session up and probes before its first byte: the
+        # open timeout bounds all of that, the read timeout every later silence.
+        burst = BurstPipeReader(
+            relay.stdout_fd,
+            pipe_bytes=relay.pipe_bytes,
+            interval_s=lambda: self._handoff.min_wake_interval_s,
+            timeout_s=self._open_timeout_s,
+            stop=self._stop,
+        )
+        burst.on_burst = relay.drain_stderr
+        self._burst = burst
+        try:
+            container = av.open(
+                burst,
+                mode="r",
+                format="nut",
+                options={"analyzeduration": str(_RELAY_PROBE_US), "fflags": "nobuffer"},
+            )
+        except (av.FFmpegError, OSError) as exc:
+            raise SourceUnavailable(f"{self._label}: {self._relay_failure(exc)}") from None
+        burst.timeout_s = self._read_timeout_s
+        return container
+
+    def _relay_failure(self, exc: BaseException | None) -> str:
+        """Why the relayed stream failed or ended: the child's own words if it exited."""
+        relay, burst = self._relay, self._burst
+        if relay is None or burst is None:
+            return "the camera ended the stream" if exc is None else self._reason(exc)
+        if burst.timed_out:
+            relay.stop()
+            return f"timed out (no data for {burst.idle_s:.0f} s)"
+        # The pipe closed: the child is exiting, or has.
+        for _ in range(20):
+            if relay.exit_status() is not None:
+                break
+            self._stop.wait(0.05)
+        status = relay.exit_status()
+        said = scrub_url_secrets(relay.last_error(), self._url)
+        if said:
+            return said
+        if status:
+            return f"ffmpeg exited with status {status}"
+        return "the camera ended the stream" if exc is None else self._reason(exc)
+
+    def _stop_relay(self) -> None:
+        if self._relay is not None:
+            self._relay.stop()
 
     def _stream(
         self, container: InputContainer, configs: asyncio.Future[dict[str, CodecConfig]]
@@ -215,14 +335,29 @@ class _Session:
             awaited = _AwaitedParameterSets(
                 self._role, stream_configs, configs, event_loop=self._event_loop
             )
-        batcher = PacketBatcher(self._handoff, self._clock, max_batch=self._max_batch)
+        batcher = PacketBatcher(
+            self._handoff, self._clock, max_batch=self._max_batch, flush_when_due=not self._relayed
+        )
+        if self._burst is not None:
+            # Each burst's packets go to the event loop together, once it is demuxed.
+            self._burst.before_wait = batcher.flush
         try:
-            self._deliver(container.demux(streams), video.index, timelines, awaited, batcher)
+            self._deliver(
+                container.demux(streams), video.index, timelines, awaited, batcher,
+                on_started=self._settle,
+            )  # fmt: skip
         finally:
             # What was read before the end or a failure still reaches the recorder.
             batcher.flush()
         if not self._stop.is_set():
+            if self._relayed:
+                raise SourceUnavailable(f"{self._label}: {self._relay_failure(None)}")
             raise SourceUnavailable(f"{self._label}: the camera ended the stream")
+
+    def _settle(self) -> None:
+        """Delivery has begun: from now on the relayed pipe is read in bursts."""
+        if self._burst is not None:
+            self._burst.eager = False
 
     def _deliver(
         self,
@@ -231,6 +366,8 @@ class _Session:
         timelines: dict[int, StreamTimeline],
         awaited: _AwaitedParameterSets | None,
         batcher: PacketBatcher,
+        *,
+        on_started: Callable[[], None],
     ) -> None:
         """Hand every packet from the first video keyframe on to `batcher`, until the
         stream ends or the session stops. Runs per packet: kept lean (see PacketBatcher)."""
@@ -253,6 +390,7 @@ class _Session:
                 if not (is_video and raw.is_keyframe):
                     continue
                 started = True
+                on_started()
             data = bytes(raw)
             if awaited is not None:
                 if not (is_video and awaited.found_in(data)):

@@ -112,6 +112,25 @@ def test_rtsp_camera_with_good_urls_loads(sample: Path) -> None:
     assert config.cameras[2].source == "rtsp"
 
 
+def test_rtsp_reader_is_chosen_and_checked(sample: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    camera = (
+        '\n[[cameras]]\nid = "ipcam"\nsource = "rtsp"\n[cameras.rtsp]\n'
+        'hq_url = "rtsp://10.0.0.5/main"\nlq_url = "rtsp://10.0.0.5/sub"\n'
+    )
+    original = sample.read_text()
+    sample.write_text(original + camera)
+    assert load_agent_config(sample).cameras[2].settings.reader == "ffmpeg"  # type: ignore[union-attr]
+    sample.write_text(original + camera + 'reader = "in_process"\n')
+    assert load_agent_config(sample).cameras[2].settings.reader == "in_process"  # type: ignore[union-attr]
+    sample.write_text(original + camera + 'reader = "gstreamer"\n')
+    with pytest.raises(ConfigError, match=r"cameras\[2\]\.rtsp\.reader: must be one of auto"):
+        load_agent_config(sample)
+    sample.write_text(original + camera + 'reader = "ffmpeg"\n')
+    monkeypatch.setenv("PATH", str(sample.parent / "no-programs-here"))
+    with pytest.raises(ConfigError, match=r"cameras\[2\]\.rtsp\.reader: 'ffmpeg' needs the ffmpeg"):
+        load_agent_config(sample)
+
+
 def test_not_toml_is_reported_with_the_file(tmp_path: Path) -> None:
     path = tmp_path / "agent.toml"
     path.write_text("[site\nname=")

@@ -281,8 +281,10 @@ def test_nonsense_policies_are_refused(kwargs: dict[str, float]) -> None:
 
 
 @pytest.mark.rtsp
+@pytest.mark.parametrize("reader", ["ffmpeg", "in_process"])
 async def test_rtsp_camera_lost_when_the_server_dies_and_restored_when_it_returns(
     rtsp_server: RtspServerProcess,
+    reader: str,
 ) -> None:
     camera = RtspCamera(
         rtsp_server.url("/hq"),
@@ -290,6 +292,7 @@ async def test_rtsp_camera_lost_when_the_server_dies_and_restored_when_it_return
         clock=SystemClock(),
         open_timeout_s=5,
         read_timeout_s=3,
+        reader=reader,
     )
     recorder = Recorder()
     fast = BackoffPolicy(initial_s=0.2, max_s=1.0, stable_after_s=5)

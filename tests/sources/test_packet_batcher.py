@@ -18,12 +18,16 @@ FRAME = 3_600  # 40 ms at 90 kHz
 
 
 class Rig:
-    def __init__(self, interval_s: float, *, max_batch: int = 64) -> None:
+    def __init__(
+        self, interval_s: float, *, max_batch: int = 64, flush_when_due: bool = True
+    ) -> None:
         self.clock = ManualClock()
         self.handoff = ThreadHandoff[MediaPacket](
             asyncio.get_running_loop(), 256, min_wake_interval_s=interval_s
         )
-        self.batcher = PacketBatcher(self.handoff, self.clock, max_batch=max_batch)
+        self.batcher = PacketBatcher(
+            self.handoff, self.clock, max_batch=max_batch, flush_when_due=flush_when_due
+        )
         self.timeline = StreamTimeline("hq", VIDEO_TB, WallClockMapper(self.clock))
         self.pts = 0
 
@@ -121,3 +125,15 @@ async def test_max_batch_must_be_positive() -> None:
     rig = Rig(interval_s=0.5)
     with pytest.raises(ValueError, match="at least 1"):
         PacketBatcher(rig.handoff, rig.clock, max_batch=0)
+
+
+async def test_a_burst_reader_hands_batches_over_only_when_it_flushes_or_one_is_full() -> None:
+    rig = Rig(interval_s=0.5, max_batch=20, flush_when_due=False)
+    for _ in range(15):  # 0.6 s of packets: past the interval, and not handed over
+        assert rig.frame(keyframe=True)
+    assert await rig.delivered() == []
+    assert rig.batcher.flush()  # the burst is demuxed
+    assert await rig.delivered() == [FRAME * n for n in range(1, 16)]
+    for _ in range(20):
+        rig.frame()
+    assert await rig.delivered() == [FRAME * n for n in range(16, 36)]  # full: gone

@@ -1,4 +1,5 @@
-"""An RTSP camera against a real RTSP server (GStreamer, on loopback)."""
+"""An RTSP camera against a real RTSP server (GStreamer, on loopback), with each reader:
+the ffmpeg child (tests/sources/test_ffmpeg_reader.py has its own cases) and in-process PyAV."""
 
 from __future__ import annotations
 
@@ -17,10 +18,22 @@ from tests.sources.decoding import decode_audio, decode_video
 pytestmark = pytest.mark.rtsp
 
 
-async def test_receives_hq_lq_and_audio_that_decode(rtsp_server: RtspServerProcess) -> None:
+@pytest.fixture(params=["ffmpeg", "in_process"])
+def reader(request: pytest.FixtureRequest) -> str:
+    name: str = request.param
+    return name
+
+
+async def test_receives_hq_lq_and_audio_that_decode(
+    rtsp_server: RtspServerProcess, reader: str
+) -> None:
     clock = SystemClock()
     camera = RtspCamera(
-        rtsp_server.url("/hq"), rtsp_server.url("/lq"), clock=clock, open_timeout_s=10
+        rtsp_server.url("/hq"),
+        rtsp_server.url("/lq"),
+        clock=clock,
+        open_timeout_s=10,
+        reader=reader,
     )
     configs = await camera.open()
     streams: dict[str, list[MediaPacket]] = defaultdict(list)
@@ -62,12 +75,14 @@ async def test_receives_hq_lq_and_audio_that_decode(rtsp_server: RtspServerProce
     assert decode_audio(audio, streams["audio"])
 
 
-async def test_a_refused_connection_names_the_url_without_the_password() -> None:
+async def test_a_refused_connection_names_the_url_without_the_password(reader: str) -> None:
     with socket.socket() as probe:  # a port nothing listens on once the probe closes
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     url = f"rtsp://admin:Sup3rSecret@127.0.0.1:{port}/hq"
-    camera = RtspCamera(url, clock=SystemClock(), open_timeout_s=3, read_timeout_s=2)
+    camera = RtspCamera(
+        url, clock=SystemClock(), open_timeout_s=3, read_timeout_s=2, reader=reader
+    )
     with pytest.raises(SourceUnavailable) as caught:
         await camera.open()
     await camera.close()
@@ -75,13 +90,14 @@ async def test_a_refused_connection_names_the_url_without_the_password() -> None
     assert "Sup3rSecret" not in camera.describe()
 
 
-async def test_an_unknown_mount_is_reported(rtsp_server: RtspServerProcess) -> None:
+async def test_an_unknown_mount_is_reported(rtsp_server: RtspServerProcess, reader: str) -> None:
     camera = RtspCamera(
         rtsp_server.url("/hq"),
         rtsp_server.url("/nothing-here"),
         clock=SystemClock(),
         open_timeout_s=5,
         read_timeout_s=2,
+        reader=reader,
     )
     with pytest.raises(SourceUnavailable) as caught:
         await camera.open()
