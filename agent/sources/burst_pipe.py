@@ -68,6 +68,9 @@ class BurstPipeReader:
         """Up to `size` bytes (all that is buffered if negative); b"" at the end."""
         if self._offset >= len(self._buffer) and not self._next_burst():
             return b""
+        if self._offset == 0 and (size < 0 or size >= len(self._buffer)):
+            self._offset = len(self._buffer)
+            return self._buffer  # the whole burst, not copied (the caller asks for a lot)
         end = len(self._buffer) if size < 0 else self._offset + size
         piece = self._buffer[self._offset : end]
         self._offset += len(piece)

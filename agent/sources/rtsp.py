@@ -274,6 +274,8 @@ class _Session:
                 mode="r",
                 format="nut",
                 options={"analyzeduration": str(_RELAY_PROBE_US), "fflags": "nobuffer"},
+                # PyAV then asks for a whole burst at a time, which is handed over uncopied.
+                buffer_size=relay.pipe_bytes,
             )
         except (av.FFmpegError, OSError) as exc:
             raise SourceUnavailable(f"{self._label}: {self._relay_failure(exc)}") from None

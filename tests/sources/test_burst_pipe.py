@@ -112,3 +112,15 @@ def test_bad_sizes_are_refused(pipe: tuple[int, int]) -> None:
         _reader(pipe[0], pipe_bytes=0)
     with pytest.raises(ValueError, match="positive"):
         _reader(pipe[0], timeout_s=0)
+
+
+def test_a_large_read_gets_the_whole_burst_uncopied(pipe: tuple[int, int]) -> None:
+    read_fd, write_fd = pipe
+    os.write(write_fd, b"0123456789")
+    reader = _reader(read_fd)
+    whole = reader.read(1 << 20)
+    assert whole == b"0123456789"
+    assert whole is reader._buffer  # handed over, not sliced into a copy
+    os.write(write_fd, b"ab")
+    assert reader.read(1) == b"a"  # a small read still gets a piece
+    assert reader.read(1 << 20) == b"b"
