@@ -45,7 +45,7 @@ from central.retrieval.missed_chunks import MissedChunkRetrieval
 from central.retrieval.reconnect_retrieval import ReconnectRetrieval
 from central.retrieval.retrieval_service import RetrievalService
 from central.retrieval.retrieval_space import RetrievalSpace
-from central.retrieval.retrieval_work import RetrievalWork
+from central.retrieval.retrieval_work import STORE_FULL_RETRY_S, RetrievalWork
 from central.retrieval.schedule_rules import ScheduleRetrieval
 from central.site_dialer import SiteDialer
 from central.site_discovery import SiteDiscovery
@@ -87,9 +87,17 @@ class _Opened:
 class CentralNode:
     """See the module docstring."""
 
-    def __init__(self, config: CentralConfig, opened: _Opened, *, clock: Clock) -> None:
+    def __init__(
+        self,
+        config: CentralConfig,
+        opened: _Opened,
+        *,
+        clock: Clock,
+        store_full_retry_s: float = STORE_FULL_RETRY_S,
+    ) -> None:
         self.config = config
         self.clock = clock
+        self._store_full_retry_s = store_full_retry_s
         self.signer = opened.signer
         self.identity = opened.identity
         self.catalog = opened.catalog
@@ -108,8 +116,17 @@ class CentralNode:
         self.port: int | None = None
 
     @classmethod
-    def open(cls, config: CentralConfig, *, clock: Clock) -> CentralNode:
-        """Open keys, catalog and store (blocking: call it from a thread in async code)."""
+    def open(
+        cls,
+        config: CentralConfig,
+        *,
+        clock: Clock,
+        store_full_retry_s: float = STORE_FULL_RETRY_S,
+    ) -> CentralNode:
+        """Open keys, catalog and store (blocking: call it from a thread in async code).
+
+        `store_full_retry_s`: how long a retrieval paused for room in the central's store
+        waits before it tries again, when no job released room meanwhile."""
         signer = SiteSigner.load_or_create(config.central.signing_key)
         identity = None
         if config.api.scheme == "https":
@@ -147,7 +164,12 @@ class CentralNode:
             store.close()
             catalog.close()
             raise
-        return cls(config, _Opened(signer, identity, catalog, store, receipts), clock=clock)
+        return cls(
+            config,
+            _Opened(signer, identity, catalog, store, receipts),
+            clock=clock,
+            store_full_retry_s=store_full_retry_s,
+        )
 
     @property
     def base_url(self) -> str:
@@ -178,6 +200,7 @@ class CentralNode:
             clock=clock,
             held=self.store,
             space=RetrievalSpace(self.store, clock=clock),
+            store_full_retry_s=self._store_full_retry_s,
         )
         await retrieval_work.start()  # holds of jobs that ended while the central was down
         retrievals = RetrievalService(self.catalog, retrieval_work)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -80,11 +81,12 @@ def pinned(fingerprint: str) -> aiohttp.Fingerprint:
 
 @contextlib.asynccontextmanager
 async def running_central(
-    directory: Path, *, links_toml: str = ""
+    directory: Path, *, links_toml: str = "", store_full_retry_s: float | None = None
 ) -> AsyncIterator[RunningCentral]:
     """A central in `directory` (made if needed), serving HTTPS on a free loopback port.
 
-    `links_toml` replaces the `[links]` settings (say, a short offline notice for tests).
+    `links_toml` replaces the `[links]` settings (say, a short offline notice for tests);
+    `store_full_retry_s` the retry delay of retrievals paused for room (default: the node's).
     """
     clock = SystemClock()
     config_path = directory / "central.toml"
@@ -97,7 +99,9 @@ async def running_central(
             head, _, _ = text.partition("[links]")
             config_path.write_text(head + "[links]\n" + links_toml + "\n")
     config = load_central_config(config_path)
-    node = await asyncio.to_thread(CentralNode.open, config, clock=clock)
+    retry = {} if store_full_retry_s is None else {"store_full_retry_s": store_full_retry_s}
+    opening = functools.partial(CentralNode.open, config, clock=clock, **retry)
+    node = await asyncio.to_thread(opening)
     try:
         await node.start(port=0)
         assert node.identity is not None

@@ -11,7 +11,9 @@ nothing holds). Stopping A releases its holds: B resumes at once (no retry delay
 the test) and completes with every chunk once, verified; the notification is cleared and
 the central holds nothing any more. A hold left by a job that ended (as after a crash
 between the job's end and the release) and a notification left open are tidied when the
-central starts again.
+central starts again. When room comes back without any job ending (another owner's hold
+lifted), the paused run finds it by its retry timer (`store_full_retry_s`, 1 s here; with
+a long delay the job does not go on within the test's wait, so the timer is what it tests).
 """
 
 from __future__ import annotations
@@ -232,3 +234,65 @@ async def test_a_job_without_room_pauses_keeps_its_chunks_and_resumes_when_room_
             )
             assert len(kept) == check.expected  # what B brought now follows retention
 
+
+
+async def test_room_freed_without_a_job_ending_is_found_by_the_retry_timer(
+    tmp_path: Path,
+) -> None:
+    """Room can come back without any job's holds being released (an operator's hold
+    lifted, retention, a disk cleaned): nothing wakes the paused run then but its retry
+    delay, here 1 s instead of the default minute."""
+    live = ChunkFactory(SiteSigner.generate(), site_id=LIVE_SITE)
+    async with running_link_site(tmp_path / "site") as site:
+        remote_site_id = site.config.site.id
+        span_b = await recorded_span(site.store, ["cam-b"], 10)
+        bytes_b = await _span_bytes(site.store, "cam-b", span_b)
+        await asyncio.to_thread(_write_config, tmp_path / "central", bytes_b)
+
+        async with running_central(tmp_path / "central", store_full_retry_s=1.0) as central:
+            node = central.node
+            fillers = live.run(
+                (QUOTA_BYTES - 2 * MIB) // FILLER_CHUNK_BYTES,
+                device_id="cam-9",
+                payload_size=FILLER_CHUNK_BYTES,
+            )
+            assert node.ingest is not None
+            assert all(o is True for o in await node.ingest.put_verified(fillers))
+            # Another owner holds about half of the budget in the live site's recording.
+            half = -(-bytes_b // 2 // FILLER_CHUNK_BYTES)
+            other = await asyncio.to_thread(
+                node.store.place_hold,
+                "cam-9",
+                "lq",
+                fillers[0].header.start_ns,
+                fillers[half - 1].header.end_ns,
+                expires_ns=node.clock.now_ns() + 86_400 * NS_PER_S,
+                owner="operator:evidence",
+                site_id=LIVE_SITE,
+            )
+            history = _record_deliveries(node.ingest, remote_site_id, "cam-b")
+            added = await add_site(
+                central, address="127.0.0.1", port=site.port, fingerprint=site.identity.fingerprint
+            )
+            job_b = await create_job(central, [added.devices["cam-b"]], span_b)
+            paused = await job_until(
+                central, job_b, lambda j: "store is full" in (j.get("reason") or "")
+            )
+            assert paused["state"] == "pending", paused
+            assert paused["progress"][0]["chunks"] > 0, paused
+            assert len(await _open_notices(central)) == 1
+
+            assert await asyncio.to_thread(node.store.release_hold, other.hold_id)
+            done = await job_until(
+                central, job_b, lambda j: j["state"] in ("completed", "failed", "stopped")
+            )
+            assert done["state"] == "completed", done
+            job = _job_b(remote_site_id, span_b)
+            at_site = await asyncio.to_thread(chunks_in_store, site.store, job)
+            at_central = await asyncio.to_thread(
+                chunks_in_store, node.store, job, site_id=remote_site_id
+            )
+            check = check_retrieval(job, site=at_site, central=at_central, history=history)
+            check.assert_clean()
+            assert await _open_notices(central) == []
+            assert await asyncio.to_thread(node.store.list_holds) == []
