@@ -102,6 +102,31 @@ def _job_b(site_id: str, span: Span) -> RetrievalJob:
     return RetrievalJob(site_id, frozenset({("cam-b", HQ)}), span.start_ns, span.end_ns)
 
 
+async def _completes_with_every_chunk_once(
+    central: RunningCentral,
+    site_store: ChunkStore,
+    job_id: str,
+    job: RetrievalJob,
+    history: DeliveryHistory,
+) -> int:
+    """Wait for the job to end: it completed with every chunk of its span once, verified,
+    no store-full notification is open and the central holds nothing; the chunks expected."""
+    done = await job_until(
+        central, job_id, lambda j: j["state"] in ("completed", "failed", "stopped")
+    )
+    assert done["state"] == "completed", done
+    at_site = await asyncio.to_thread(chunks_in_store, site_store, job)
+    at_central = await asyncio.to_thread(
+        chunks_in_store, central.node.store, job, site_id=job.site_id
+    )
+    check = check_retrieval(job, site=at_site, central=at_central, history=history)
+    check.assert_clean()
+    assert check.expected == len(at_central) == done["progress"][0]["chunks"]
+    assert await _open_notices(central) == []
+    assert await asyncio.to_thread(central.node.store.list_holds) == []
+    return check.expected
+
+
 async def _open_notices(central: RunningCentral) -> list[str]:
     notes = await asyncio.to_thread(central.node.catalog.notifications)
     return [n.message for n in notes if n.kind == NOTICE_STORE_FULL]
@@ -186,20 +211,10 @@ async def test_a_job_without_room_pauses_keeps_its_chunks_and_resumes_when_room_
             # A ends: its holds go, and B goes on by itself (no retry delay passes here).
             status, stopped = await central.call("POST", f"/retrievals/{job_a}/stop")
             assert status == 200, stopped
-            done = await job_until(
-                central, job_b, lambda j: j["state"] in ("completed", "failed", "stopped")
-            )
-            assert done["state"] == "completed", done
             job = _job_b(remote_site_id, span_b)
-            at_site = await asyncio.to_thread(chunks_in_store, site.store, job)
-            at_central_facts = await asyncio.to_thread(
-                chunks_in_store, node.store, job, site_id=remote_site_id
+            expected = await _completes_with_every_chunk_once(
+                central, site.store, job_b, job, history
             )
-            check = check_retrieval(job, site=at_site, central=at_central_facts, history=history)
-            check.assert_clean()
-            assert check.expected == len(at_central_facts) == done["progress"][0]["chunks"]
-            assert await _open_notices(central) == []
-            assert await asyncio.to_thread(node.store.list_holds) == []
             report = await asyncio.to_thread(node.store.check)
             assert report.ok, report
 
@@ -232,7 +247,7 @@ async def test_a_job_without_room_pauses_keeps_its_chunks_and_resumes_when_room_
             kept = await asyncio.to_thread(
                 chunks_in_store, central.node.store, job, site_id=remote_site_id
             )
-            assert len(kept) == check.expected  # what B brought now follows retention
+            assert len(kept) == expected  # what B brought now follows retention
 
 
 
@@ -283,16 +298,6 @@ async def test_room_freed_without_a_job_ending_is_found_by_the_retry_timer(
             assert len(await _open_notices(central)) == 1
 
             assert await asyncio.to_thread(node.store.release_hold, other.hold_id)
-            done = await job_until(
-                central, job_b, lambda j: j["state"] in ("completed", "failed", "stopped")
+            await _completes_with_every_chunk_once(
+                central, site.store, job_b, _job_b(remote_site_id, span_b), history
             )
-            assert done["state"] == "completed", done
-            job = _job_b(remote_site_id, span_b)
-            at_site = await asyncio.to_thread(chunks_in_store, site.store, job)
-            at_central = await asyncio.to_thread(
-                chunks_in_store, node.store, job, site_id=remote_site_id
-            )
-            check = check_retrieval(job, site=at_site, central=at_central, history=history)
-            check.assert_clean()
-            assert await _open_notices(central) == []
-            assert await asyncio.to_thread(node.store.list_holds) == []
