@@ -127,6 +127,21 @@ async def _completes_with_every_chunk_once(
     return check.expected
 
 
+async def _fill_with_live_recording(
+    central: RunningCentral, live: ChunkFactory
+) -> list[SignedChunk]:
+    """Store another site's live recording until the central's quota is all but full."""
+    fillers = live.run(
+        (QUOTA_BYTES - 2 * MIB) // FILLER_CHUNK_BYTES,
+        device_id="cam-9",
+        payload_size=FILLER_CHUNK_BYTES,
+    )
+    ingest = central.node.ingest
+    assert ingest is not None
+    assert all(o is True for o in await ingest.put_verified(fillers))
+    return fillers
+
+
 async def _open_notices(central: RunningCentral) -> list[str]:
     notes = await asyncio.to_thread(central.node.catalog.notifications)
     return [n.message for n in notes if n.kind == NOTICE_STORE_FULL]
@@ -148,13 +163,8 @@ async def test_a_job_without_room_pauses_keeps_its_chunks_and_resumes_when_room_
 
         async with running_central(tmp_path / "central") as central:
             node = central.node
-            fillers = live.run(
-                (QUOTA_BYTES - 2 * MIB) // FILLER_CHUNK_BYTES,
-                device_id="cam-9",
-                payload_size=FILLER_CHUNK_BYTES,
-            )
+            fillers = await _fill_with_live_recording(central, live)
             assert node.ingest is not None
-            assert all(o is True for o in await node.ingest.put_verified(fillers))
             history = _record_deliveries(node.ingest, remote_site_id, "cam-b")
             added = await add_site(
                 central, address="127.0.0.1", port=site.port, fingerprint=site.identity.fingerprint
@@ -266,13 +276,8 @@ async def test_room_freed_without_a_job_ending_is_found_by_the_retry_timer(
 
         async with running_central(tmp_path / "central", store_full_retry_s=1.0) as central:
             node = central.node
-            fillers = live.run(
-                (QUOTA_BYTES - 2 * MIB) // FILLER_CHUNK_BYTES,
-                device_id="cam-9",
-                payload_size=FILLER_CHUNK_BYTES,
-            )
+            fillers = await _fill_with_live_recording(central, live)
             assert node.ingest is not None
-            assert all(o is True for o in await node.ingest.put_verified(fillers))
             # Another owner holds about half of the budget in the live site's recording.
             half = -(-bytes_b // 2 // FILLER_CHUNK_BYTES)
             other = await asyncio.to_thread(
