@@ -16,7 +16,7 @@ from shared.clock import NS_PER_S, ManualClock, SystemClock
 from shared.signing import SiteSigner
 from shared.store import ChunkStore
 from tests.central.central_fixture import ADMIN_PASSWORD, running_central
-from tests.central.export.recorded_site import LQ_FPS, LQ_SIZE, encode_clip, seal
+from tests.central.export.recorded_site import lq_clip, seal
 
 MAX_AGE_S = 86.4  # max_age_days = 0.001
 
@@ -36,18 +36,8 @@ async def test_a_running_central_deletes_what_is_older_than_its_age_limit(tmp_pa
     now_ns = time.time_ns()
     old_base_ns, recent_base_ns = now_ns - 600 * NS_PER_S, now_ns - 20 * NS_PER_S
     signer = SiteSigner.generate()
-    old = seal(
-        encode_clip(stream="lq", size=LQ_SIZE, fps=LQ_FPS, base_ns=old_base_ns, b_frames=0,
-                    repeat_headers=True),
-        device_id="cam-old",
-        signer=signer,
-    )  # fmt: skip
-    recent = seal(
-        encode_clip(stream="lq", size=LQ_SIZE, fps=LQ_FPS, base_ns=recent_base_ns, b_frames=0,
-                    repeat_headers=True),
-        device_id="cam-recent",
-        signer=signer,
-    )  # fmt: skip
+    old = seal(lq_clip(old_base_ns), device_id="cam-old", signer=signer)
+    recent = seal(lq_clip(recent_base_ns), device_id="cam-recent", signer=signer)
     store = ChunkStore.open(
         config.storage.media_path,
         quota_bytes=config.storage.quota_bytes,

@@ -31,15 +31,11 @@ from shared.signing import SiteSigner
 from shared.store import ChunkStore
 from tests.central.export.recorded_site import (
     BASE_NS,
-    HQ_FPS,
-    HQ_OFFSET_NS,
-    HQ_SIZE,
-    LQ_FPS,
-    LQ_SIZE,
     MS,
     SITE,
     at,
-    encode_clip,
+    hq_clip,
+    lq_clip,
     seal,
 )
 
@@ -59,17 +55,8 @@ class Recorded:
 @pytest.fixture(scope="module")
 def recorded() -> Recorded:
     signer = SiteSigner.generate()
-    lq = encode_clip(
-        stream="lq", size=LQ_SIZE, fps=LQ_FPS, base_ns=BASE_NS, b_frames=0, repeat_headers=True
-    )
-    hq = encode_clip(
-        stream="hq",
-        size=HQ_SIZE,
-        fps=HQ_FPS,
-        base_ns=BASE_NS + HQ_OFFSET_NS,
-        b_frames=2,
-        repeat_headers=False,
-    )
+    lq = lq_clip()
+    hq = hq_clip()
     return Recorded(
         signer.public_key,
         seal(lq, device_id=DEVICE, signer=signer),

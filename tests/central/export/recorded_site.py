@@ -163,18 +163,25 @@ class RecordedSite:
         return {SITE: self.signer.public_key}
 
 
+def lq_clip(base_ns: int = BASE_NS) -> Clip:
+    """The site's LQ clip from `base_ns`: no B-frames, parameter sets on every keyframe."""
+    return encode_clip(
+        stream="lq", size=LQ_SIZE, fps=LQ_FPS, base_ns=base_ns, b_frames=0, repeat_headers=True
+    )
+
+
+def hq_clip(base_ns: int = BASE_NS + HQ_OFFSET_NS) -> Clip:
+    """The site's HQ clip from `base_ns` (half a second after the LQ one by default): two
+    B-frames, parameter sets only in the codec configuration."""
+    return encode_clip(
+        stream="hq", size=HQ_SIZE, fps=HQ_FPS, base_ns=base_ns, b_frames=2, repeat_headers=False
+    )
+
+
 def record_site(path: Path) -> RecordedSite:
     signer = SiteSigner.generate()
-    lq = encode_clip(stream="lq", size=LQ_SIZE, fps=LQ_FPS, base_ns=BASE_NS, b_frames=0,
-                     repeat_headers=True)  # fmt: skip
-    hq = encode_clip(
-        stream="hq",
-        size=HQ_SIZE,
-        fps=HQ_FPS,
-        base_ns=BASE_NS + HQ_OFFSET_NS,
-        b_frames=2,
-        repeat_headers=False,
-    )
+    lq = lq_clip()
+    hq = hq_clip()
     store = ChunkStore.open(path, quota_bytes=256 << 20, hold_budget_bytes=0, clock=ManualClock())
     lq_chunks = seal(lq, device_id="cam-1", signer=signer)
     hq_chunks = seal(hq, device_id="cam-1", signer=signer)
