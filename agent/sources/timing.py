@@ -12,9 +12,20 @@ on the packet that arrives when:
 - the media time steps forwards by more than `max_jump_s`, or backwards by more than
   `max_reorder_s` (B-frames and interleaved streams step back a little), between two
   packets: a discontinuity, a wrap, a camera restart; or
-- (when following the clock) the mapped wall time is more than `max_drift_s` away from
-  the injected clock's `now_ns()` at arrival: the camera's clock drifted, the source
-  stalled, or the site's wall clock was stepped.
+- (when following the clock) the mapped wall time is more than `max_drift_s` *ahead* of
+  the injected clock's `now_ns()` at arrival. A live packet cannot arrive before it was
+  captured, so the anchor is wrong: the camera's clock runs fast, or the site's wall clock
+  was stepped back; or
+- (when following the clock) packets keep arriving more than `max_drift_s` *behind* their
+  mapped time for `late_grace_s` of arrival time: the camera's clock runs slow, it froze and
+  went on with timestamps that skip the freeze, or the site's wall clock was stepped forward.
+  Lateness that does not last is not a reason: after the network stalls, the camera's
+  buffered packets arrive in a rush, late by up to the stall, and the anchor still places
+  them where they were captured. Re-anchoring on the first of them would map the rest of the
+  rush into the future, and the next packet after the rush back again: the timeline would
+  step backwards over what was already stored (the store refuses overlapping chunks, so
+  that video would be lost). The same holds for sources read in bursts, whose packets all
+  carry the burst's arrival time.
 
 At a re-anchor `wall_ns` steps (possibly backwards); consumers cut their chunk there.
 Sources that run faster than real time (tests) turn clock following off, so the wall
@@ -27,6 +38,11 @@ from dataclasses import dataclass
 from fractions import Fraction
 
 from shared.clock import NS_PER_S, Clock
+
+DEFAULT_LATE_GRACE_S = 2.0
+"""How long packets must keep arriving late before the mapper follows the clock forward. A
+stalled link's rush of buffered packets is over well within it (a burst reader delivers it in
+one or two bursts); a frozen camera's timeline stays that much behind for at most this long."""
 
 _MediaTime = tuple[int, int]
 """(n, d): n/d nanoseconds, d > 0 (see `WallClockMapper`)."""
@@ -57,14 +73,19 @@ class WallClockMapper:
         max_drift_s: float = 1.0,
         max_jump_s: float = 5.0,
         max_reorder_s: float = 1.0,
+        late_grace_s: float = DEFAULT_LATE_GRACE_S,
     ) -> None:
-        if min(max_drift_s, max_jump_s, max_reorder_s) <= 0:
-            raise ValueError("max_drift_s, max_jump_s and max_reorder_s must be positive")
+        if min(max_drift_s, max_jump_s, max_reorder_s, late_grace_s) <= 0:
+            raise ValueError(
+                "max_drift_s, max_jump_s, max_reorder_s and late_grace_s must be positive"
+            )
         self._clock = clock
         self._follow_clock = follow_clock
         self._max_drift_ns = round(max_drift_s * NS_PER_S)
         self._max_jump_ns = round(max_jump_s * NS_PER_S)
         self._max_reorder_ns = round(max_reorder_s * NS_PER_S)
+        self._late_grace_ns = round(late_grace_s * NS_PER_S)
+        self._late_since_ns: int | None = None  # arrival of the first of a run of late packets
         # Media times are exact: (n, d) stands for n/d nanoseconds, with n = pts *
         # time_base.numerator * 1e9 and d = time_base.denominator. A stream's spacing never
         # accumulates rounding (only the returned wall time is rounded), and mapping a
@@ -114,12 +135,25 @@ class WallClockMapper:
         wall_ns = self._anchor_wall_ns + _rounded(*_difference(media, self._anchor_media))
         if self._follow_clock:
             now_ns = self._now_ns(arrival_ns)
-            if abs(wall_ns - now_ns) > self._max_drift_ns:
+            if self._drifted(wall_ns, now_ns):
                 self._anchor(media, now_ns, "drift")
                 wall_ns = now_ns
         self._last_media = media
         self._last_wall_ns = wall_ns
         return wall_ns
+
+    def _drifted(self, wall_ns: int, now_ns: int) -> bool:
+        """Whether a packet mapped to `wall_ns` and arriving at `now_ns` shows the anchor
+        is wrong (see the module docstring)."""
+        lateness_ns = now_ns - wall_ns
+        if lateness_ns < -self._max_drift_ns:
+            return True  # mapped into the future
+        if lateness_ns <= self._max_drift_ns:
+            self._late_since_ns = None
+            return False
+        if self._late_since_ns is None:
+            self._late_since_ns = now_ns
+        return now_ns - self._late_since_ns >= self._late_grace_ns
 
     def _now_ns(self, arrival_ns: int | None) -> int:
         return self._clock.now_ns() if arrival_ns is None else arrival_ns
@@ -127,6 +161,7 @@ class WallClockMapper:
     def _anchor(self, media: _MediaTime, wall_ns: int, reason: str) -> None:
         self._anchor_media = media
         self._anchor_wall_ns = wall_ns
+        self._late_since_ns = None
         if reason != "start":
             self.reanchors += 1
         self.last_reanchor = Reanchor(reason, _rounded(*media), wall_ns)

@@ -4,12 +4,14 @@ dies. Real ffmpeg, a real RTSP server (GStreamer) on loopback."""
 
 from __future__ import annotations
 
+import asyncio
 import io
 import os
 import signal
 import subprocess
 import sys
 import time
+from fractions import Fraction
 from pathlib import Path
 
 import av
@@ -18,7 +20,7 @@ import pytest
 from agent.sources.base import SourceConfigError
 from agent.sources.ffmpeg_relay import concat_script
 from agent.sources.rtsp import RtspCamera, resolve_reader
-from shared.clock import SystemClock
+from shared.clock import NS_PER_S, SystemClock
 from tests.rtsp_server import RtspServerProcess
 
 REPO = Path(__file__).resolve().parents[2]
@@ -170,3 +172,38 @@ def test_the_child_ends_when_the_agent_is_killed(rtsp_server: RtspServerProcess)
     while not _gone(relays[0]) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert _gone(relays[0]), "the ffmpeg child outlived the agent"
+
+
+@pytest.mark.rtsp
+async def test_a_stalled_reader_catches_up_without_moving_the_frames_in_time(
+    rtsp_server: RtspServerProcess,
+) -> None:
+    """The reader's child is stopped for 1.5 s while the camera goes on sending: the frames
+    wait in the socket and then arrive in a rush. They keep the times they were captured at
+    (the camera's own spacing from the first frame), so nothing steps back over what was
+    already recorded."""
+    camera = RtspCamera(rtsp_server.url("/hq"), clock=SystemClock(), audio=False, reader="ffmpeg")
+    configs = await camera.open()
+    time_base = Fraction(configs["hq"].time_base_num, configs["hq"].time_base_den)
+    packets = []
+
+    async def read_for(seconds: float) -> None:
+        until = time.monotonic() + seconds
+        while time.monotonic() < until:
+            packets.extend(p for p in await camera.read_batch() if p.stream == "hq")
+
+    try:
+        await read_for(2.0)
+        shown = _what_children_show(os.getpid())
+        (child,) = [pid for pid, (line, _env) in shown.items() if line.startswith(b"ffmpeg\0")]
+        os.kill(child, signal.SIGSTOP)
+        await asyncio.sleep(1.5)
+        os.kill(child, signal.SIGCONT)
+        await read_for(3.0)
+    finally:
+        await camera.close()
+    assert len(packets) > 60  # the test camera sends 15 frames a second, through the stall
+    first = packets[0]
+    for packet in packets:
+        media_ns = (packet.pts - first.pts) * time_base * NS_PER_S
+        assert abs(packet.wall_ns - first.wall_ns - media_ns) <= 1, packet

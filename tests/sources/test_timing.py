@@ -73,16 +73,68 @@ def test_wall_times_are_the_exact_media_times_rounded_half_to_even(
     assert mapper.reanchors == 0
 
 
-def test_a_stalled_source_is_reanchored_to_the_clock() -> None:
+def test_a_frozen_camera_is_followed_once_its_lateness_has_lasted_the_grace() -> None:
+    """The camera froze for 3 s and went on with timestamps that skip the freeze: every
+    later frame arrives 3 s behind its mapping. The mapper follows the clock once that has
+    lasted `late_grace_s`, not at the first late frame."""
     clock = ManualClock()
-    mapper = WallClockMapper(clock, max_drift_s=1.0)
+    mapper = WallClockMapper(clock, max_drift_s=1.0, late_grace_s=2.0)
+    start_ns = clock.now_ns()
     mapper.wall_ns(0, TB_90K)
-    clock.advance(3.0)  # three seconds pass, the camera delivers the next frame late
-    assert mapper.wall_ns(FRAME_90K, TB_90K) == clock.now_ns()
+    clock.advance(3.0)
+    pts = FRAME_90K
+    assert mapper.wall_ns(pts, TB_90K) == start_ns + 40_000_000  # late, but not for long yet
+    late_from_ns = clock.now_ns()
+    while clock.now_ns() - late_from_ns < 2 * NS_PER_S - 40_000_000:
+        clock.advance(0.04)
+        pts += FRAME_90K
+        assert mapper.wall_ns(pts, TB_90K) == start_ns + round(pts * NS_PER_S / 90_000)
+    assert mapper.reanchors == 0
+    clock.advance(0.04)
+    pts += FRAME_90K
+    assert mapper.wall_ns(pts, TB_90K) == clock.now_ns()
     assert mapper.last_reanchor is not None
     assert mapper.last_reanchor.reason == "drift"
     clock.advance(0.04)
-    assert mapper.wall_ns(2 * FRAME_90K, TB_90K) == clock.now_ns()
+    assert mapper.wall_ns(pts + FRAME_90K, TB_90K) == clock.now_ns()
+
+
+def test_a_rush_of_buffered_packets_after_a_stall_keeps_its_capture_times() -> None:
+    """The link stalls for 1.5 s; the camera's frames of that time then arrive within 10 ms.
+    Re-anchoring on the first would map the rest into the future and the next frame back
+    again, over what was already stored. They keep the times they were captured at."""
+    clock = ManualClock()
+    mapper = WallClockMapper(clock, max_drift_s=1.0)
+    start_ns = clock.now_ns()
+    walls = [mapper.wall_ns(0, TB_90K)]
+    clock.advance(1.5)
+    for index in range(1, 39):  # the rush: 1.5 s of frames
+        walls.append(mapper.wall_ns(index * FRAME_90K, TB_90K))
+    for index in range(39, 100):  # then live again
+        clock.advance(0.04)
+        walls.append(mapper.wall_ns(index * FRAME_90K, TB_90K))
+    assert walls == [start_ns + index * 40_000_000 for index in range(100)]
+    assert mapper.reanchors == 0
+
+
+@given(burst_s=st.floats(min_value=0.02, max_value=3.0))
+def test_packets_read_in_bursts_keep_their_spacing(burst_s: float) -> None:
+    """A reader that takes the pipe's contents every `burst_s` gives all of a burst's
+    packets the burst's arrival time: the oldest are late by up to a burst, never early."""
+    clock = ManualClock()
+    mapper = WallClockMapper(clock, max_drift_s=1.0)
+    start_ns = clock.now_ns()
+    assert mapper.wall_ns(0, TB_90K) == start_ns  # the first packet is read at once
+    captured_ns = 0
+    index = 0
+    while captured_ns < 20 * NS_PER_S:
+        clock.advance(burst_s)
+        arrival_ns = clock.now_ns()
+        while captured_ns + 40_000_000 <= arrival_ns - start_ns:
+            index += 1
+            captured_ns = index * 40_000_000
+            assert mapper.wall_ns(index * FRAME_90K, TB_90K, arrival_ns) == start_ns + captured_ns
+    assert mapper.reanchors == 0
 
 
 def test_a_camera_clock_running_fast_is_pulled_back_once_it_is_a_second_off() -> None:
@@ -110,12 +162,28 @@ def test_a_wrapping_rtp_clock_is_reanchored_not_mapped_back_in_time() -> None:
     assert mapper.last_reanchor.reason == "jump"
 
 
-def test_a_stepped_wall_clock_is_followed() -> None:
+def test_a_wall_clock_stepped_forward_is_followed_after_the_grace() -> None:
+    clock = ManualClock()
+    mapper = WallClockMapper(clock, late_grace_s=2.0)
+    mapper.wall_ns(0, TB_90K)
+    clock.advance(0.04)
+    clock.set_wall_ns(clock.now_ns() + 3_600 * NS_PER_S)  # NTP corrects by an hour
+    pts = FRAME_90K
+    mapper.wall_ns(pts, TB_90K)
+    for _ in range(50):
+        clock.advance(0.04)
+        pts += FRAME_90K
+        mapper.wall_ns(pts, TB_90K)
+    assert mapper.wall_ns(pts, TB_90K) == clock.now_ns()
+    assert mapper.reanchors == 1
+
+
+def test_a_wall_clock_stepped_back_is_followed_at_once() -> None:
     clock = ManualClock()
     mapper = WallClockMapper(clock)
     mapper.wall_ns(0, TB_90K)
     clock.advance(0.04)
-    clock.set_wall_ns(clock.now_ns() + 3_600 * NS_PER_S)  # NTP corrects by an hour
+    clock.set_wall_ns(clock.now_ns() - 3_600 * NS_PER_S)
     assert mapper.wall_ns(FRAME_90K, TB_90K) == clock.now_ns()
 
 
