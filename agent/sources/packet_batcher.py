@@ -8,7 +8,7 @@ packet's fields and its arrival time, and every so often turns the whole batch i
 `MediaPacket`s in one go and hands it over with one `put_batch`.
 
 A batch goes when the hand-off's rationing interval (`ThreadHandoff.min_wake_interval_s`:
-0.5 s, or 20 ms while someone watches live) has passed since the last one, when
+1 s, or 20 ms while someone watches live) has passed since the last one, when
 `max_batch` packets wait, or when the source flushes at its end. Every packet is mapped to
 the wall clock with its own arrival time, so batching changes when packets reach the loop,
 never their times. A change of the interval applies from the next batch on.

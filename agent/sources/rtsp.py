@@ -5,12 +5,12 @@ so no UDP ports and no loss reordering); packets are remuxed, never decoded. Two
 
 - `READER_FFMPEG`: an `ffmpeg -c copy` child per URL demuxes the camera and writes NUT
   into a pipe (`ffmpeg_relay`; the URL and its password never reach its command line);
-  the thread demuxes the pipe with PyAV in bursts (`burst_pipe`), every 0.5 s, or every
+  the thread demuxes the pipe with PyAV in bursts (`burst_pipe`), every second, or every
   20 ms while someone watches live. The cheaper in CPU (docs/benchmarks.md) and the
   default where the program is installed. The first packets are read as they come, so
   the stream's wall-clock anchor is its arrival time; later packets are stamped at their
-  burst's arrival, up to one interval late, which the wall-clock mapper's drift bound
-  (1 s) absorbs without re-anchoring.
+  burst's arrival, up to one interval late, which the wall-clock mapper takes as lateness
+  that does not last, not as drift (`timing`).
 - `READER_IN_PROCESS`: PyAV opens the URL itself in the thread; no program needed.
 
 Per stream:
@@ -25,7 +25,7 @@ Per stream:
   (FFmpeg emits a few before RTCP synchronisation) are dropped.
 - `wall_ns` is mapped per stream from the arrival time of its first packet, following
   the injected clock (see `timing`).
-- Packets reach the event loop in batches (`PacketBatcher`): every 0.5 s, or at once
+- Packets reach the event loop in batches (`PacketBatcher`): every second, or at once
   while someone watches live.
 
 Any failure (refused, timed out, the camera closed the session) makes `open` or `read`

@@ -23,13 +23,15 @@ T = TypeVar("T")
 ConfigsFuture = asyncio.Future[dict[str, CodecConfig]]
 """Where a worker reports the codec configurations of the streams it will deliver."""
 
-HANDOFF_MIN_WAKE_INTERVAL_S = 0.5
+HANDOFF_MIN_WAKE_INTERVAL_S = 1.0
 """How often at most a packet from a worker thread wakes the event loop (see `ThreadHandoff`).
 Each wake-up costs about 0.1 ms of CPU, more than the loop's work on the packets it takes;
-waking at most every 0.1 s cut a live 1080p camera's cost by a quarter, and every 0.5 s
-halves the event loop's share again (docs/benchmarks.md). Packets reach the loop at most
-this much later: recording does not mind, and motion triggers stay well inside the gate's
-trigger latency (2 s). While someone watches the camera live, `LIVE_WAKE_INTERVAL_S`
+waking at most every 0.1 s cut a live 1080p camera's cost by a quarter, every 0.5 s halved
+the event loop's share again, and every 1 s takes a quarter off the RTSP reader thread's
+(docs/benchmarks.md). Packets reach the loop at most this much later: recording does not
+mind (each packet keeps its own arrival time, and the wall-clock mapper does not mistake
+lateness that does not last for drift), and motion triggers stay inside the gate's trigger
+latency (2 s). While someone watches the camera live, `LIVE_WAKE_INTERVAL_S`
 applies instead."""
 
 LIVE_WAKE_INTERVAL_S = 0.02
