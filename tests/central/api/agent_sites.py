@@ -43,10 +43,16 @@ def dial_in_toml(central: RunningCentral, token: str) -> str:
 
 
 def write_agent_config(
-    directory: Path, port: int, *, cameras: tuple[str, ...] = ("cam-1",), link_toml: str = ""
+    directory: Path,
+    port: int,
+    *,
+    cameras: tuple[str, ...] = ("cam-1",),
+    link_toml: str = "",
+    advertise: bool = False,
 ) -> AgentConfig:
-    """agent.toml in `directory`: small synthetic cameras, HTTPS API on `port`, no zeroconf."""
-    api = f'[api]\nbind = "127.0.0.1"\nport = {port}\nadvertise = false\n'
+    """agent.toml in `directory`: small synthetic cameras, HTTPS API on loopback `port`,
+    announced with zeroconf (on loopback) only if `advertise`."""
+    api = f'[api]\nbind = "127.0.0.1"\nport = {port}\nadvertise = {str(advertise).lower()}\n'
     devices = "".join(small_camera(camera) for camera in cameras)
     path = write_site_config(directory, devices, extra_toml=api + link_toml)
     return load_agent_config(path)
