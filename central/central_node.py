@@ -52,6 +52,7 @@ from central.site_discovery import SiteDiscovery
 from central.site_link_work import SiteLinkWork
 from central.site_management import SiteManagement
 from central.site_registry import SiteRegistry
+from central.unreported_hardware import UnreportedHardware
 from shared.api_server import ApiServer
 from shared.backoff import BackoffPolicy
 from shared.clock import NS_PER_S, Clock
@@ -215,6 +216,7 @@ class CentralNode:
         reconnect = ReconnectRetrieval(self.catalog, self.store, retrievals, clock=clock)
         event_retrieval = EventRetrieval(self.catalog, retrievals)
         self.schedule_retrieval = ScheduleRetrieval(self.catalog, retrievals, clock=clock)
+        unreported_hardware = UnreportedHardware()
         registry = SiteRegistry(
             self.catalog,
             dialer=SiteDialer(
@@ -225,7 +227,7 @@ class CentralNode:
                 read_timeout_s=config.links.read_timeout_s,
             ),
             works=[
-                SiteLinkWork(self.catalog, clock=clock),
+                SiteLinkWork(self.catalog, clock=clock, unreported=unreported_hardware),
                 self.live,
                 reconnect,  # before the live recording has stored anything new
                 retrieval_work,
@@ -258,6 +260,7 @@ class CentralNode:
                 clock=clock,
                 software=software,
                 read_timeout_s=config.links.read_timeout_s,
+                unreported=unreported_hardware,
             ),
             timelines=DeviceTimelines(
                 self.catalog,

@@ -2,8 +2,9 @@
 and turn the site's health into notifications.
 
 On every new link the device list is read again (a camera added while the link was down
-shows up at once) and the site's status is reconciled with the open notifications, since
-events sent while the link was down are lost with it. Then the site's events are followed:
+shows up at once; what changed is kept for the next "update hardware" to report, see
+`unreported_hardware.py`) and the site's status is reconciled with the open notifications,
+since events sent while the link was down are lost with it. Then the site's events are followed:
 a camera lost or restored, storage low or back to normal raise and clear notifications as they
 happen; the status is read again every `status_interval_s` as a safety net.
 
@@ -38,6 +39,7 @@ from typing import Any, TypeVar
 
 from central.catalog.catalog import Catalog
 from central.catalog.records import HardwareDiff, NewDevice, SiteRecord, StreamInfo
+from central.unreported_hardware import UnreportedHardware
 from shared.api_input import BadRequest, parse_instant
 from shared.clock import Clock
 from shared.link_io.client import LinkClient
@@ -91,9 +93,13 @@ class SiteLinkWork:
         clock: Clock,
         status_interval_s: float = 60.0,
         catalog_executor: Executor | None = None,
+        unreported: UnreportedHardware | None = None,
     ) -> None:
-        """`catalog_executor`: where the catalog calls run (None: the default executor)."""
+        """`catalog_executor`: where the catalog calls run (None: the default executor);
+        `unreported`: where the device list changes found on a new link are kept for the
+        operator (None: a book of this object's own, which nobody reads)."""
         self._catalog = catalog
+        self._unreported = UnreportedHardware() if unreported is None else unreported
         self._clock = clock
         self._status_interval_s = status_interval_s
         self._catalog_executor = catalog_executor
@@ -114,6 +120,7 @@ class SiteLinkWork:
         found = discovered_devices(await link.devices())
         diff = await self._in_catalog(site, self._catalog.apply_hardware, site.site_id, found)
         _log.info("site %s: device list read (%s)", site.site_id, describe_diff(diff))
+        self._unreported.applied_by_itself(site.site_id, diff)
         status = await link.status()
         site_now = _instant(status.get("now"))
         if site_now is not None:

@@ -15,7 +15,9 @@ fault:
   made of it stay in the media store until retention removes them (they are evidence).
 
 "Update hardware" reads the device list over the site's open link and reports what was
-added, removed, returned or changed.
+added, removed, returned or changed since the last report: what this reading changed
+together with what the central changed by itself when the site's link opened
+(`unreported_hardware.py`).
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ from central.catalog.records import (
 from central.site_link_work import discovered_devices
 from central.site_probe import ProbedSite, SiteAddress, SiteProbeError, probe_site
 from central.site_registry import SiteRegistry
+from central.unreported_hardware import UnreportedHardware
 from shared.clock import NS_PER_S, Clock
 from shared.link_io.client import LinkLost, RequestFailed
 from shared.media import MediaKind
@@ -93,8 +96,12 @@ class SiteManagement:
         clock: Clock,
         software: str,
         read_timeout_s: float,
+        unreported: UnreportedHardware,
     ) -> None:
+        """`unreported`: the device list changes the site's links found, which the next
+        `update_hardware` of each site reports (the `SiteLinkWork`'s book)."""
         self._catalog = catalog
+        self._unreported = unreported
         self._registry = registry
         self._http = http
         self._clock = clock
@@ -171,9 +178,11 @@ class SiteManagement:
             await asyncio.to_thread(self._catalog.site, site_id)  # NotFound first
             await self._registry.site_removed(site_id)
             await asyncio.to_thread(self._catalog.remove_site, site_id)
+            self._unreported.forget(site_id)
 
     async def update_hardware(self, site_id: str) -> HardwareDiff:
-        """Read the device list over the site's link now; `SiteOffline` without one."""
+        """Read the device list over the site's link now and apply it; what changed since
+        the site's last report (see the module docstring). `SiteOffline` without a link."""
         await asyncio.to_thread(self._catalog.site, site_id)  # NotFound first
         link = self._registry.link(site_id)
         if link is None:
@@ -183,9 +192,10 @@ class SiteManagement:
                 devices = await link.devices()
         except (LinkLost, RequestFailed, TimeoutError) as exc:
             raise SiteOffline(f"site {site_id}: the device list could not be read ({exc})") from exc
-        return await asyncio.to_thread(
+        diff = await asyncio.to_thread(
             self._catalog.apply_hardware, site_id, discovered_devices(devices)
         )
+        return self._unreported.report(site_id, diff)
 
     async def issue_enrolment(self, label: str, ttl_s: float | None) -> IssuedEnrolment:
         ttl = ENROLMENT_TTL_S if ttl_s is None else ttl_s

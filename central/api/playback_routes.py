@@ -7,7 +7,10 @@ parameters and that something can be played before it upgrades, so a refusal is 
 JSON error: `nothing_recorded` when neither the central nor the site has video there,
 `site_offline` when the central holds nothing of the range and the site is offline. Whatever
 the device's recording setting, a range the central holds whole plays without the site;
-with the site offline the parts held play and the rest is announced as gaps. Then the
+with the site offline the parts held play and the rest is announced as gaps. A device its
+site no longer lists (`present` false) plays as with the site offline, since
+the site would refuse it: what the central holds plays, the rest is gaps, and a range the
+central holds nothing of is `nothing_recorded`. Then the
 server sends, as fast as the client takes them:
 
 - text ``{"type": "init", "mime": ...}`` then one binary init segment (at the start and at
@@ -77,7 +80,7 @@ async def playback_socket(request: web.Request) -> web.StreamResponse:
         raise ApiError(409, "nothing_recorded", "the central has not reached this site yet")
     link = services.registry.link(site.site_id)
     site_fetch: SiteFetch | None = None
-    if link is not None:
+    if link is not None and device.present:
         site_fetch = functools.partial(
             site_chunks,
             link,
@@ -99,6 +102,13 @@ async def playback_socket(request: web.Request) -> web.StreamResponse:
     try:
         first = await anext(pieces, None)
     except NothingHeldSiteOffline as exc:
+        if not device.present:
+            raise ApiError(
+                409,
+                "nothing_recorded",
+                f"the central holds nothing of {device.name!r} between these instants, and "
+                "its site no longer lists it",
+            ) from exc
         raise ApiError(
             409,
             "site_offline",

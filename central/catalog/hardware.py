@@ -6,7 +6,9 @@ default the site's name, site-only recording, live on demand). A device the site
 lists is kept with `present` False, so its recordings and settings survive a camera being
 unplugged for a day; when it comes back it is present again. What the site reports about
 a device (kind, name, streams) is refreshed; what the central decided about it (its name,
-recording, live feed, rule) is never overwritten.
+recording, live feed, rule) is never overwritten. `DeviceListChanges` joins the diffs of
+several readings into the one a single reading would have given, for a report that covers
+them all.
 """
 
 from __future__ import annotations
@@ -109,6 +111,56 @@ def reconcile(
     return HardwareDiff(tuple(added), tuple(removed), tuple(returned), tuple(changed))
 
 
+class DeviceListChanges:
+    """What one or more readings of a site's device list changed together: their diffs,
+    added in the order they were applied, are kept as each device was before the first that
+    touched it and as it is after the last. `diff()` is then what a single reading from the
+    first state to the last would have reported: a device added and removed again in
+    between is left out, one changed and changed back is not changed. For a single diff,
+    `diff()` reports the same devices in the same way. The `before` of a change is the
+    device as it was (the instant it was last written aside). Memory: two records per
+    device touched."""
+
+    def __init__(self) -> None:
+        self._before: dict[str, DeviceRecord | None] = {}  # None: the device did not exist
+        self._after: dict[str, DeviceRecord] = {}
+
+    def add(self, diff: HardwareDiff) -> None:
+        """The next reading's diff, applied after those added before."""
+        for change in diff.changed:
+            self._note(change.before, change.after)
+        for device in diff.added:
+            self._note(None, device)
+        for device in diff.removed:  # a removal changes nothing but `present`
+            self._note(dataclasses.replace(device, present=True), device)
+        for device in diff.returned:  # if it changed too, its `changed` entry came first
+            self._note(dataclasses.replace(device, present=False), device)
+
+    def diff(self) -> HardwareDiff:
+        added: list[DeviceRecord] = []
+        removed: list[DeviceRecord] = []
+        returned: list[DeviceRecord] = []
+        changed: list[HardwareChange] = []
+        for device_id, now in self._after.items():
+            was = self._before[device_id]
+            if was is None:
+                if now.present:
+                    added.append(now)
+                continue
+            if was.present and not now.present:
+                removed.append(now)
+            elif now.present and not was.present:
+                returned.append(now)
+            fields = _hardware_fields_that_differ(was, now)
+            if fields and now.present:
+                changed.append(HardwareChange(was, now, fields))
+        return HardwareDiff(tuple(added), tuple(removed), tuple(returned), tuple(changed))
+
+    def _note(self, before: DeviceRecord | None, after: DeviceRecord) -> None:
+        self._before.setdefault(after.device_id, before)
+        self._after[after.device_id] = after
+
+
 def records_to_update(diff: HardwareDiff) -> list[DeviceRecord]:
     """Each existing device whose row changes, once, in its final form."""
     final = {device.device_id: device for device in diff.removed + diff.returned}
@@ -116,5 +168,7 @@ def records_to_update(diff: HardwareDiff) -> list[DeviceRecord]:
     return list(final.values())
 
 
-def _hardware_fields_that_differ(before: DeviceRecord, new: NewDevice) -> tuple[HardwareField, ...]:
+def _hardware_fields_that_differ(
+    before: DeviceRecord, new: NewDevice | DeviceRecord
+) -> tuple[HardwareField, ...]:
     return tuple(name for name in HARDWARE_FIELDS if getattr(before, name) != getattr(new, name))

@@ -142,5 +142,9 @@ async def test_a_camera_added_while_the_site_was_down_appears_on_reconnection(
                     assert device["name"] == known[device["id"]]["name"]
             [camera] = [d for d in devices if d["remote_device_id"] == "cam-2"]
             assert (camera["kind"], camera["online"]) == ("camera", True)
-            # Update hardware finds nothing more to add.
+            # Update hardware reports what the reconnection added, once; then nothing.
+            status, diff = await central.call("POST", f"/sites/{site_id}/hardware")
+            assert status == 200, diff
+            new_ids = sorted(d["id"] for d in devices if d["id"] not in known)
+            assert {**diff, "added": sorted(diff["added"])} == {**NO_CHANGE, "added": new_ids}
             assert await central.call("POST", f"/sites/{site_id}/hardware") == (200, NO_CHANGE)

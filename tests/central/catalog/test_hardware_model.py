@@ -3,13 +3,14 @@ ids, kinds, names and streams, with the operator renaming devices between rounds
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from central.catalog import HardwareDiff, NewDevice, SqliteCatalog, StreamInfo
-from central.catalog.hardware import reconcile, records_to_update
+from central.catalog.hardware import DeviceListChanges, reconcile, records_to_update
 from central.catalog.records import DeviceRecord
 from shared.clock import ManualClock
 from shared.media import MediaKind
@@ -148,3 +149,61 @@ def test_reconcile_alone_matches_the_model(rounds: list[tuple[Listing, dict[str,
         for device in (*diff.added, *records_to_update(diff)):
             stored[device.remote_device_id] = device
         _check_round(model, listed, list(stored.values()), _diff_ids(diff))
+
+
+def _fields_by_remote_id(diff: HardwareDiff) -> dict[str, tuple[str, ...]]:
+    return {c.after.remote_device_id: c.fields for c in diff.changed}
+
+
+def _together(*diffs: HardwareDiff) -> HardwareDiff:
+    changes = DeviceListChanges()
+    for diff in diffs:
+        changes.add(diff)
+    return changes.diff()
+
+
+@settings(max_examples=300, deadline=None)
+@given(first=device_list, rounds=rounds)
+def test_readings_together_report_what_one_reading_would(
+    first: Listing, rounds: list[tuple[Listing, dict[str, str]]]
+) -> None:
+    """The diffs of several readings, together, say what one reading from the first state to
+    the last listing says: the same devices added, removed, returned and changed (the same
+    fields), as they are stored at the end."""
+    counter = iter(range(10**6))
+
+    def read(stored: dict[str, DeviceRecord], listed: Listing, now_ns: int) -> HardwareDiff:
+        return reconcile(
+            stored.values(),
+            _new_devices(listed),
+            site_id="s-test",
+            now_ns=now_ns,
+            new_device_id=lambda: f"d-{next(counter)}",
+        )
+
+    def apply(stored: dict[str, DeviceRecord], diff: HardwareDiff) -> None:
+        for device in (*diff.added, *records_to_update(diff)):
+            stored[device.remote_device_id] = device
+
+    stored: dict[str, DeviceRecord] = {}
+    apply(stored, read(stored, first, 1))
+    baseline = dict(stored)
+    diffs = []
+    for now_ns, (listed, _renamed) in enumerate(rounds, start=2):
+        diffs.append(read(stored, listed, now_ns))
+        apply(stored, diffs[-1])
+        # One reading alone is reported as it is.
+        alone = _together(diffs[-1])
+        assert _diff_ids(alone) == _diff_ids(diffs[-1])
+        assert sorted(alone.changed, key=str) == sorted(diffs[-1].changed, key=str)
+
+    together = _together(*diffs)
+    at_once = read(baseline, rounds[-1][0], len(rounds) + 2)
+    assert _diff_ids(together) == _diff_ids(at_once)
+    assert _fields_by_remote_id(together) == _fields_by_remote_id(at_once)
+    for device in (*together.added, *together.removed, *together.returned):
+        assert device == stored[device.remote_device_id]
+    for change in together.changed:
+        assert change.after == stored[change.after.remote_device_id]
+        was = baseline[change.after.remote_device_id]
+        assert dataclasses.replace(change.before, updated_ns=was.updated_ns) == was
