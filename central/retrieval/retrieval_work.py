@@ -41,11 +41,14 @@ Outcomes of a stream:
 A job is running while any of its streams runs, and becomes completed (or failed, if a
 stream failed) when all of its streams are. Holds: before a job's first stream starts, the
 run places a hold at the site on each device's span, so the site's retention does not
-delete what the job has yet to fetch; a refused hold marks the job at risk and raises a
-notification. The holds are released when the job ends (completed, failed or stopped); a
-hold the link ended before reaching stays recorded until the next link releases it. A hold
-placed but never recorded (the link cut, or the central killed, before its answer was
-stored) is found at the start of the next link by its device, stream and span, and released.
+delete what the job has yet to fetch; a refused hold, or a span the site's retention
+already began to delete, marks the job at risk and raises the device's "retrieval_at_risk"
+notification (`at_risk_notice`), cleared when no unfinished job at risk has yet to finish
+the device's stream. The holds are released when the job ends (completed, failed or
+stopped); a hold the link ended before reaching stays recorded until the next link releases
+it. A hold placed but never recorded (the link cut, or the central killed, before its answer
+was stored) is found at the start of the next link by its device, stream and span, and
+released.
 In the central's own store, each stream of an unfinished job holds the job's span
 (`RetrievalSpace`), so what it brought survives until the job ends.
 """
@@ -63,6 +66,7 @@ from central.catalog.catalog import Catalog
 from central.catalog.errors import CatalogError, Conflict, NotFound
 from central.catalog.records import SiteRecord
 from central.ingest_writer import ChunkSink
+from central.retrieval.at_risk_notice import AtRiskNotice, DeviceRisk
 from central.retrieval.bandwidth_cap import BandwidthCap
 from central.retrieval.held_run import HeldRun, held_after_cursor, held_run
 from central.retrieval.job_records import JobState, JobStream, RetrievalJob
@@ -112,7 +116,6 @@ CATCH_UP_REST_S = 15.0
 HOLD_DAYS = 7
 """How long a job's holds last at the site (renewed by each new link's run)."""
 NOTICE_STORE_FULL = "central_store_full"
-NOTICE_AT_RISK = "retrieval_at_risk"
 LINK_DOWN_REASON = "waiting for the site's link"
 
 
@@ -239,10 +242,13 @@ class RetrievalWork:
             store_full_retry_s,
             self._wake_all,
         )
+        self._at_risk = AtRiskNotice(catalog, clock)
 
     async def start(self) -> None:
-        """Before the first link: release the central's holds of jobs that ended while the
-        central was down, and clear a store-full notification when there is room again."""
+        """Before the first link: clear the at-risk notifications whose jobs ended while
+        the central was down, release the central's holds of such jobs, and clear a
+        store-full notification when there is room again."""
+        await self._at_risk.settle_open()
         space = self._room.space
         if space is None:
             return
@@ -263,6 +269,7 @@ class RetrievalWork:
                 state=state,
                 held=self._held_chunks,
                 room=self._room,
+                at_risk=self._at_risk,
             )
             state.run = run
             try:
@@ -304,11 +311,18 @@ class RetrievalWork:
         return paces
 
     async def stop_streams_of(self, job_id: str, site_id: str) -> None:
-        """Stop the job's running streams now (the job was stopped)."""
+        """Stop the job's running streams now (the job was stopped); clear its devices'
+        at-risk notifications that no other job keeps open."""
         state = self._sites.get(site_id)
         if state is not None and state.run is not None:
             await state.run.stop_job(job_id)
         await self._room.release(job_id)
+        try:
+            job = await asyncio.to_thread(self._catalog.retrieval_job, job_id)
+        except NotFound:
+            return  # removed with its devices or site, and their notifications
+        if job.at_risk:
+            await self._at_risk.settle(job.site_id, job.device_ids)
 
     def _wake_all(self) -> None:
         for state in self._sites.values():
@@ -336,6 +350,7 @@ class _SiteRun:
         state: _SiteState,
         held: HeldChunks | None,
         room: _CentralRoom,
+        at_risk: AtRiskNotice,
     ) -> None:
         self._catalog = catalog
         self._ingest = ingest
@@ -349,6 +364,7 @@ class _SiteRun:
         self._resting_until_ns: dict[StreamKey, int] = {}  # caught up with a span still recorded
         self._held: set[str] = set()  # jobs whose holds this run placed or renewed
         self._room = room
+        self._at_risk = at_risk
         self._paused_until_ns: int | None = None  # the central's store was full
         self._paused_at_releases = 0  # the space's releases when it paused
         # Streams of one job end concurrently; one state change at a time, so a job's
@@ -800,6 +816,10 @@ class _SiteRun:
         if ended is None:
             return
         job = await asyncio.to_thread(catalog.retrieval_job, key.job_id)
+        if job.at_risk:
+            # Before the job's final state: whoever sees it ended sees the notification
+            # it kept open cleared.
+            await self._at_risk.settle(job.site_id, (key.device_id,))
         if is_final(job.state):
             return
         overall = state_from_streams(s.state for s in job.streams)
@@ -839,7 +859,9 @@ class _SiteRun:
     async def _place_holds(self, job: RetrievalJob) -> None:
         """Hold the job's spans at the site, anew on each link (holds expire), one request
         per device at once: the new holds are recorded, then the old ones released. A job
-        that ended while they were placed has them released at once."""
+        that ended while they were placed has them released at once. A hold refused, or a
+        span the site's retention already began to delete, flags the job at risk and raises
+        the device's notification."""
         self._held.add(job.job_id)
         expires_ns = self._clock.now_ns() + HOLD_DAYS * 86_400 * NS_PER_S
         answers = await asyncio.gather(
@@ -849,9 +871,8 @@ class _SiteRun:
                 if not is_final(stream.state)
             )
         )
-        placed = [hold_id for ids, _, _ in answers for hold_id in ids]
-        refused = [problem for _, problem, _ in answers if problem is not None]
-        lost = [what for _, _, what in answers if what is not None]
+        placed = [hold_id for ids, _ in answers for hold_id in ids]
+        risks = [risk for _, risk in answers if risk is not None]
         async with self._state_lock:
             now = await asyncio.to_thread(self._catalog.retrieval_job, job.job_id)
             held = [*placed, *now.holds]
@@ -864,41 +885,23 @@ class _SiteRun:
             await asyncio.to_thread(
                 self._catalog.set_retrieval_job_holds, job.job_id, [*placed, *kept]
             )
-        messages = []
-        if refused:
-            messages.append(
-                f"retrieval {job.job_id}: the site refused to hold the recordings "
-                f"({'; '.join(refused)}); its retention may delete them before they are "
-                "retrieved"
-            )
-        if lost:
-            messages.append(
-                f"retrieval {job.job_id}: the site's retention had already deleted part of "
-                f"the span ({'; '.join(lost)}); those recordings are lost"
-            )
-        if messages:
-            message = "; ".join(messages)
-            await self._write(
+        if risks:
+            flagged = await self._write(
                 self._catalog.set_retrieval_job_state,
                 job.job_id,
                 job.state,
                 reason=job.reason,
                 at_risk=True,
             )
-            await asyncio.to_thread(
-                self._catalog.raise_notification,
-                NOTICE_AT_RISK,
-                job.site_id,
-                None,
-                message,
-                self._clock.now_ns(),
-            )
+            if flagged is not None:
+                await self._at_risk.raise_for(job.job_id, risks)
 
     async def _place_hold(
         self, job: RetrievalJob, stream: JobStream, expires_ns: int
-    ) -> tuple[list[int], str | None, str | None]:
-        """The holds placed for one stream of the job; why the site refused them; what of
-        the span its retention had already deleted."""
+    ) -> tuple[list[int], DeviceRisk | None]:
+        """The holds placed for one stream of the job, and what of the device's span is at
+        risk: the site refused the hold (its reason), or its retention had already deleted
+        part of the span."""
         try:
             device = await asyncio.to_thread(self._catalog.device, stream.device_id)
             answer = await self._link.place_hold(
@@ -910,9 +913,14 @@ class _SiteRun:
                 reason=f"retrieval {job.job_id}",
             )
         except RequestFailed as exc:
-            return [], f"{stream.device_id}: {exc.message or exc.code}", None
+            return [], DeviceRisk(
+                stream.device_id,
+                f"the site refused to hold the recordings ({stream.device_id}: "
+                f"{exc.message or exc.code}); its retention may delete them before they are "
+                "retrieved",
+            )
         except NotFound:
-            return [], None, None
+            return [], None
         placed = [int(hold["id"]) for hold in answer["holds"]]
         deleted = [
             parse_instant("deleted_until", hold["deleted_until"])
@@ -920,11 +928,14 @@ class _SiteRun:
             if hold.get("deleted_until")
         ]
         if not deleted:
-            return placed, None, None
+            return placed, None
         until_ns = min(max(deleted), job.end_ns)
         lost_s = (until_ns - job.start_ns) / NS_PER_S
-        lost = f"{stream.device_id}: before {format_instant(until_ns)} ({lost_s:.0f} s)"
-        return placed, None, lost
+        return placed, DeviceRisk(
+            stream.device_id,
+            f"the site's retention had already deleted part of the span ({stream.device_id}: "
+            f"before {format_instant(until_ns)} ({lost_s:.0f} s)); those recordings are lost",
+        )
 
     async def _release_holds(self, job: RetrievalJob) -> None:
         """Release the job's holds; those the link ended before reaching stay recorded, for

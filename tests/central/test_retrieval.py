@@ -341,7 +341,9 @@ async def test_a_span_the_sites_retention_already_deleted_in_part_is_reported_lo
 ) -> None:
     # A site that keeps 9 s of recordings (max_age_days 0.0001): a job asked for a span
     # that began before what it still holds learns from the holds' answer that the start is
-    # gone, and says so (at risk, with a notification naming the device and the instant).
+    # gone, and says so (at risk, with a notification on the device naming the instant).
+    # The job's span ends now, so it stays unfinished (the site is still recording it):
+    # the notification stays open until the job is stopped.
     config = write_site_config(tmp_path / "site", DEVICES_TOML)
     text = config.read_text()
     config.write_text(text.replace('quota = "64 MiB"', 'quota = "64 MiB"\nmax_age_days = 0.0001'))
@@ -363,14 +365,17 @@ async def test_a_span_the_sites_retention_already_deleted_in_part_is_reported_lo
         )
         assert status == 201, job
         await _job_at_risk(central, job["id"])
-        _, notes = await central.call("GET", "/notifications")
-        (note,) = [n for n in notes["notifications"] if n["kind"] == "retrieval_at_risk"]
+        (note,) = await _open_at_risk_notes(central)
+        assert note["message"].startswith(f"retrieval {job['id']}: "), note
         assert "already deleted part of the span" in note["message"], note
         assert f"{ids['cam-a']}: before " in note["message"], note
+        assert note["device_id"] == ids["cam-a"], note
         lost_until = parse_instant("until", note["message"].split("before ")[1].split(" ")[0])
         assert lost_until >= horizon.end_ns
         status, stopped = await central.call("POST", f"/retrievals/{job['id']}/stop")
         assert status == 200, stopped
+        _, notes = await central.call("GET", "/notifications")
+        assert not [n for n in notes["notifications"] if n["kind"] == "retrieval_at_risk"]
 
 
 async def _first_deletion(site: LinkSite, device: str) -> Tombstone:
@@ -381,6 +386,17 @@ async def _first_deletion(site: LinkSite, device: str) -> Tombstone:
             if horizon is not None:
                 return horizon
             await asyncio.sleep(0.5)
+
+
+async def _open_at_risk_notes(central: RunningCentral) -> list[dict[str, Any]]:
+    """The open at-risk notifications, once there is one (the job is flagged first)."""
+    async with asyncio.timeout(WAIT_S):
+        while True:
+            _, body = await central.call("GET", "/notifications")
+            notes = [n for n in body["notifications"] if n["kind"] == "retrieval_at_risk"]
+            if notes:
+                return notes
+            await asyncio.sleep(0.1)
 
 
 async def _job_at_risk(central: RunningCentral, job_id: str) -> None:
