@@ -45,7 +45,15 @@ def device_json(device: DeviceInfo) -> JsonObject:
         "name": device.name,
         "parent": device.parent,
         "streams": [
-            {"name": s.name, "media": s.media.value, "recording": s.recording}
+            {
+                "name": s.name,
+                "media": s.media.value,
+                "recording": s.recording,
+                "codec": s.format.codec,
+                "width": s.format.width,
+                "height": s.format.height,
+                "frame_rate": s.format.frame_rate,
+            }
             for s in device.streams
         ],
     }

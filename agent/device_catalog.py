@@ -4,6 +4,11 @@ Built once from the configuration. A camera has `hq` and `lq` video; its microph
 (`<camera>.mic`) has `audio`; its motion metadata (`<camera>.motion`) has `motion`; an input
 has `state`; outputs and speakers have no stream yet. The names are the ones given on the
 site, which the central keeps as the "original names" beside its own.
+
+Each stream carries its format (codec, picture size, frame rate) as far as the
+configuration fixes it: a synthetic or camera-module source encodes what it is told, an IP
+camera or a file delivers what it was set to, which only its packets tell
+(`with_seen_formats` adds that, see `stream_formats.py`).
 """
 
 from __future__ import annotations
@@ -12,7 +17,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from agent.camera_recorder import MOTION_STREAM
-from agent.config import AgentConfig
+from agent.config import AgentConfig, Picamera2Settings, SyntheticSettings, VideoSpec
 from agent.input_device import STATE_STREAM
 from agent.sources.base import STREAM_AUDIO, STREAM_HQ, STREAM_LQ
 from shared.media import MediaKind
@@ -28,12 +33,27 @@ class DeviceKind(StrEnum):
 
 
 @dataclass(frozen=True)
+class StreamFormat:
+    """What a stream's packets are, as far as the site knows; None is unknown."""
+
+    codec: str | None = None  # the codec's short name: h264, hevc, aac, ...
+    width: int | None = None  # pixels, video only
+    height: int | None = None
+    frame_rate: float | None = None  # frames per second, video only
+
+
+UNKNOWN_FORMAT = StreamFormat()
+
+
+@dataclass(frozen=True)
 class StreamInfo:
-    """One stream of a device: its name, what it carries, and how it is recorded here."""
+    """One stream of a device: its name, what it carries, how it is recorded here, and its
+    format."""
 
     name: str
     media: MediaKind
     recording: str  # a recording mode of the configuration, e.g. "continuous", "relay_only"
+    format: StreamFormat = UNKNOWN_FORMAT
 
 
 @dataclass(frozen=True)
@@ -53,6 +73,7 @@ def device_catalog(config: AgentConfig) -> tuple[DeviceInfo, ...]:
     devices: list[DeviceInfo] = []
     for camera in config.cameras:
         recording = camera.recording
+        hq, lq, audio = _configured_formats(camera.settings)
         devices.append(
             DeviceInfo(
                 camera.id,
@@ -60,8 +81,8 @@ def device_catalog(config: AgentConfig) -> tuple[DeviceInfo, ...]:
                 camera.name,
                 None,
                 (
-                    StreamInfo(STREAM_HQ, MediaKind.VIDEO, recording.hq.mode),
-                    StreamInfo(STREAM_LQ, MediaKind.VIDEO, recording.lq.mode),
+                    StreamInfo(STREAM_HQ, MediaKind.VIDEO, recording.hq.mode, hq),
+                    StreamInfo(STREAM_LQ, MediaKind.VIDEO, recording.lq.mode, lq),
                 ),
             )
         )
@@ -72,7 +93,7 @@ def device_catalog(config: AgentConfig) -> tuple[DeviceInfo, ...]:
                     DeviceKind.MICROPHONE,
                     f"{camera.name} microphone",
                     camera.id,
-                    (StreamInfo(STREAM_AUDIO, MediaKind.AUDIO, recording.audio.mode),),
+                    (StreamInfo(STREAM_AUDIO, MediaKind.AUDIO, recording.audio.mode, audio),),
                 )
             )
         if camera.motion.enabled:
@@ -98,3 +119,18 @@ def device_catalog(config: AgentConfig) -> tuple[DeviceInfo, ...]:
     devices += [DeviceInfo(d.id, DeviceKind.OUTPUT, d.name, None, ()) for d in config.outputs]
     devices += [DeviceInfo(d.id, DeviceKind.SPEAKER, d.name, None, ()) for d in config.speakers]
     return tuple(devices)
+
+
+def _configured_formats(settings: object) -> tuple[StreamFormat, StreamFormat, StreamFormat]:
+    """The hq, lq and audio formats the camera's source settings fix (unknown otherwise)."""
+    if isinstance(settings, SyntheticSettings):
+        # The synthetic source encodes H.264 video and AAC sound (agent/sources/synthetic.py).
+        return _h264(settings.hq), _h264(settings.lq), StreamFormat(codec="aac")
+    if isinstance(settings, Picamera2Settings):
+        # The camera module's hardware encoder makes H.264; it has no microphone.
+        return _h264(settings.hq), _h264(settings.lq), UNKNOWN_FORMAT
+    return UNKNOWN_FORMAT, UNKNOWN_FORMAT, UNKNOWN_FORMAT
+
+
+def _h264(spec: VideoSpec) -> StreamFormat:
+    return StreamFormat("h264", spec.width, spec.height, float(spec.fps))

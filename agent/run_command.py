@@ -125,6 +125,7 @@ async def _record(config: AgentConfig, clock: Clock, status_interval_s: float) -
             clock=clock,
             cameras_up=lambda: {c.camera.id: c.supervisor.connected for c in site.cameras},
             version=package_version(),
+            stream_codecs=site.stream_codecs,
         )
         software = f"siteline-agent {package_version()}"
         link = link_route(

@@ -28,6 +28,7 @@ from agent.stream_recorder import StreamRecorder
 from shared.chunk import Signer
 from shared.clock import Clock
 from shared.live_relay import LiveRelay
+from shared.media import CodecConfig
 
 _log = logging.getLogger(__name__)
 
@@ -113,6 +114,16 @@ class AgentSite:
         for camera in self.cameras:
             if device_id in {r.device_id for r in camera.recorders.values()}:
                 camera.source.set_live_watched(watched)
+
+    def stream_codecs(self) -> dict[tuple[str, str], CodecConfig]:
+        """The codec configuration each camera stream's source announced last, by (device
+        id, stream); streams whose source has not opened yet are left out."""
+        return {
+            (recorder.device_id, recorder.stream): recorder.codec
+            for camera in self.cameras
+            for recorder in camera.recorders.values()
+            if recorder.codec is not None
+        }
 
     def stream_recorders(self) -> list[StreamRecorder]:
         recorders = [r for camera in self.cameras for r in camera.all_recorders()]

@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 from agent.accounts import Principal
 from agent.config import AgentConfig
 from agent.device_catalog import DeviceInfo, DeviceKind, device_catalog
+from agent.stream_formats import StreamCodecs, no_stream_codecs, with_seen_formats
 from shared.chunk import SignedChunk
 from shared.clock import NS_PER_S, Clock
 from shared.store.chunk_store import ChunkStore
@@ -131,11 +132,15 @@ class SiteService:
         clock: Clock,
         cameras_up: CamerasUp,
         version: str,
+        stream_codecs: StreamCodecs = no_stream_codecs,
     ) -> None:
+        """`stream_codecs`: what each stream's source announced, for the formats the device
+        list reports (see `stream_formats.py`)."""
         self._config = config
         self._store = store
         self._clock = clock
         self._cameras_up = cameras_up
+        self._stream_codecs = stream_codecs
         self._started_mono_ns = clock.monotonic_ns()
         self._devices = {device.id: device for device in device_catalog(config)}
         self._info = SiteInfo(
@@ -153,8 +158,14 @@ class SiteService:
         return self._info
 
     def devices(self, principal: Principal) -> list[DeviceInfo]:
-        """The devices the principal may use, in the configuration's order."""
-        return [d for d in self._devices.values() if principal.may_access(d.id)]
+        """The devices the principal may use, in the configuration's order, each stream
+        with its format as its source announced it (the configuration's before that)."""
+        codecs = self._stream_codecs()
+        return [
+            with_seen_formats(d, codecs)
+            for d in self._devices.values()
+            if principal.may_access(d.id)
+        ]
 
     def device(self, principal: Principal, device_id: str) -> DeviceInfo:
         """One device the principal may use; `DeviceNotFound` otherwise."""

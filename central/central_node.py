@@ -216,7 +216,7 @@ class CentralNode:
         reconnect = ReconnectRetrieval(self.catalog, self.store, retrievals, clock=clock)
         event_retrieval = EventRetrieval(self.catalog, retrievals)
         self.schedule_retrieval = ScheduleRetrieval(self.catalog, retrievals, clock=clock)
-        unreported_hardware = UnreportedHardware()
+        unreported_hardware = UnreportedHardware(self.catalog, clock=clock)
         registry = SiteRegistry(
             self.catalog,
             dialer=SiteDialer(

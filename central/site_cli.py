@@ -24,6 +24,7 @@ from central.client_cli import (
     run_client_command,
     usage_failure,
 )
+from central.stream_format_text import format_text
 
 DEFAULT_SITE_PORT = 8443
 LINK_ACCOUNT = "admin"
@@ -292,7 +293,7 @@ def site_table(sites: Sequence[Mapping[str, Any]]) -> str:
 
 
 def hardware_report(diff: Mapping[str, Any]) -> str:
-    changed = [f"{c['id']} ({', '.join(c['fields'])})" for c in diff["changed"]]
+    changed = [_change_line(c) for c in diff["changed"]]
     lines = [
         f"added:    {', '.join(diff['added']) or 'none'}",
         f"removed:  {', '.join(diff['removed']) or 'none'}",
@@ -300,6 +301,25 @@ def hardware_report(diff: Mapping[str, Any]) -> str:
         f"changed:  {', '.join(changed) or 'none'}",
     ]
     return "\n".join(lines)
+
+
+def _change_line(change: Mapping[str, Any]) -> str:
+    """``d-1 (original_name, stream_format lq: h264 640x360 -> h264 480x270)``; a central
+    from before stream formats were reported sends no `stream_formats`."""
+    fields = [field for field in change["fields"] if field != "stream_format"]
+    fields += [
+        f"stream_format {c['stream']}: {_format(c['before'])} -> {_format(c['after'])}"
+        for c in change.get("stream_formats", [])
+    ]
+    if "stream_format" in change["fields"] and not change.get("stream_formats"):
+        fields.append("stream_format")
+    return f"{change['id']} ({', '.join(fields)})"
+
+
+def _format(stream: Mapping[str, Any]) -> str:
+    return format_text(
+        stream.get("codec"), stream.get("width"), stream.get("height"), stream.get("frame_rate")
+    )
 
 
 def _state(site: Mapping[str, Any]) -> str:

@@ -2,11 +2,14 @@
 and turn the site's health into notifications.
 
 On every new link the device list is read again (a camera added while the link was down
-shows up at once; what changed is kept for the next "update hardware" to report, see
-`unreported_hardware.py`) and the site's status is reconciled with the open notifications,
-since events sent while the link was down are lost with it. Then the site's events are followed:
-a camera lost or restored, storage low or back to normal raise and clear notifications as they
-happen; the status is read again every `status_interval_s` as a safety net.
+shows up at once; what changed is kept for the next "update hardware" to report and told of
+in a notification, see `unreported_hardware.py`) and the site's status is reconciled with
+the open notifications, since events sent while the link was down are lost with it. Then the
+site's events are followed: a camera lost or restored, storage low or back to normal raise
+and clear notifications as they happen; the status is read again every `status_interval_s`
+as a safety net. A camera restored is also when its stream formats may have changed (a
+camera reconfigured at the site drops its stream, then delivers the new format), so the
+device list is read again then too.
 
 The site's storage has two notifications, because they end in different ways:
 
@@ -38,12 +41,12 @@ from concurrent.futures import Executor
 from typing import Any, TypeVar
 
 from central.catalog.catalog import Catalog
-from central.catalog.records import HardwareDiff, NewDevice, SiteRecord, StreamInfo
+from central.catalog.records import HardwareDiff, SiteRecord
+from central.site_device_list import discovered_devices
 from central.unreported_hardware import UnreportedHardware
 from shared.api_input import BadRequest, parse_instant
 from shared.clock import Clock
 from shared.link_io.client import LinkClient
-from shared.media import MediaKind
 
 _log = logging.getLogger(__name__)
 _T = TypeVar("_T")
@@ -52,25 +55,6 @@ CAMERA_LOST = "camera_lost"
 STORAGE_LOW = "storage_low"
 STORAGE_FULL = "storage_full"
 _EVENT_KINDS = ("camera_lost", "camera_restored", "storage_low", "storage_ok", "storage_full")
-
-
-def discovered_devices(devices: list[dict[str, Any]]) -> list[NewDevice]:
-    """The catalog's view of a site's device list (as the link returns it)."""
-    found = []
-    for device in devices:
-        streams = tuple(
-            StreamInfo(name=s["name"], media_kind=MediaKind(s["media"]))
-            for s in device.get("streams", [])
-        )
-        found.append(
-            NewDevice(
-                remote_device_id=device["id"],
-                kind=device["kind"],
-                original_name=device["name"],
-                streams=streams,
-            )
-        )
-    return found
 
 
 def describe_diff(diff: HardwareDiff) -> str:
@@ -97,9 +81,12 @@ class SiteLinkWork:
     ) -> None:
         """`catalog_executor`: where the catalog calls run (None: the default executor);
         `unreported`: where the device list changes found on a new link are kept for the
-        operator (None: a book of this object's own, which nobody reads)."""
+        operator and told of (None: one of this object's own, whose notifications only
+        "update hardware" of another would clear)."""
         self._catalog = catalog
-        self._unreported = UnreportedHardware() if unreported is None else unreported
+        self._unreported = (
+            UnreportedHardware(catalog, clock=clock) if unreported is None else unreported
+        )
         self._clock = clock
         self._status_interval_s = status_interval_s
         self._catalog_executor = catalog_executor
@@ -117,10 +104,7 @@ class SiteLinkWork:
                 del self._in_turn[site.site_id]
 
     async def _serve(self, site: SiteRecord, link: LinkClient) -> None:
-        found = discovered_devices(await link.devices())
-        diff = await self._in_catalog(site, self._catalog.apply_hardware, site.site_id, found)
-        _log.info("site %s: device list read (%s)", site.site_id, describe_diff(diff))
-        self._unreported.applied_by_itself(site.site_id, diff)
+        await self._read_device_list(site, link)
         status = await link.status()
         site_now = _instant(status.get("now"))
         if site_now is not None:
@@ -133,8 +117,17 @@ class SiteLinkWork:
                     await self._on_event(
                         site, event.kind, event.device_id, event.at_ns, event.details
                     )
+                    if event.kind == "camera_restored":
+                        await self._read_device_list(site, link)
         finally:
             polling.cancel()
+
+    async def _read_device_list(self, site: SiteRecord, link: LinkClient) -> None:
+        """Read the site's devices, apply them, and keep and tell of what changed."""
+        found = discovered_devices(await link.devices())
+        diff = await self._in_catalog(site, self._catalog.apply_hardware, site.site_id, found)
+        _log.info("site %s: device list read (%s)", site.site_id, describe_diff(diff))
+        await self._unreported.applied_by_itself(site.site_id, diff)
 
     async def _in_catalog(self, site: SiteRecord, call: Callable[..., _T], *args: Any) -> _T:
         """`call(*args)`, a catalog call for `site`, in the catalog executor, after the

@@ -16,8 +16,9 @@ fault:
 
 "Update hardware" reads the device list over the site's open link and reports what was
 added, removed, returned or changed since the last report: what this reading changed
-together with what the central changed by itself when the site's link opened
-(`unreported_hardware.py`).
+together with what the central changed by itself when the site's link opened or a camera
+came back (`unreported_hardware.py`); the site's `hardware_changed` notification, which told
+of those, is cleared.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ from central.catalog.records import (
     SiteRecord,
     StreamInfo,
 )
-from central.site_link_work import discovered_devices
+from central.site_device_list import DeviceListError, discovered_devices
 from central.site_probe import ProbedSite, SiteAddress, SiteProbeError, probe_site
 from central.site_registry import SiteRegistry
 from central.unreported_hardware import UnreportedHardware
@@ -190,12 +191,11 @@ class SiteManagement:
         try:
             async with asyncio.timeout(HARDWARE_TIMEOUT_S):
                 devices = await link.devices()
-        except (LinkLost, RequestFailed, TimeoutError) as exc:
+            found = discovered_devices(devices)
+        except (LinkLost, RequestFailed, TimeoutError, DeviceListError) as exc:
             raise SiteOffline(f"site {site_id}: the device list could not be read ({exc})") from exc
-        diff = await asyncio.to_thread(
-            self._catalog.apply_hardware, site_id, discovered_devices(devices)
-        )
-        return self._unreported.report(site_id, diff)
+        diff = await asyncio.to_thread(self._catalog.apply_hardware, site_id, found)
+        return await self._unreported.report(site_id, diff)
 
     async def issue_enrolment(self, label: str, ttl_s: float | None) -> IssuedEnrolment:
         ttl = ENROLMENT_TTL_S if ttl_s is None else ttl_s

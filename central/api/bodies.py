@@ -10,7 +10,9 @@ from central.catalog.records import (
     HardwareDiff,
     Notification,
     SiteRecord,
+    StreamInfo,
 )
+from central.catalog.stream_changes import format_changes
 from central.connector_state import ConnectorView
 from central.device_timeline import DeviceTimeline
 from shared.api_input import format_instant
@@ -84,13 +86,7 @@ def device_json(device: DeviceRecord, site: SiteRecord | None, online: bool) -> 
         "present": device.present,
         "online": online and device.present,
         "streams": [
-            {
-                "name": s.name,
-                "media": s.media_kind.value,
-                "codec": s.codec,
-                "width": s.width,
-                "height": s.height,
-            }
+            {"name": s.name, "media": s.media_kind.value, **stream_format_json(s)}
             for s in device.streams
         ],
         "recording": device.recording,
@@ -99,8 +95,30 @@ def device_json(device: DeviceRecord, site: SiteRecord | None, online: bool) -> 
     }
 
 
+def stream_format_json(stream: StreamInfo) -> JsonObject:
+    """A stream's format; null where the site did not say."""
+    return {
+        "codec": stream.codec,
+        "width": stream.width,
+        "height": stream.height,
+        "frame_rate": stream.frame_rate,
+    }
+
+
 def _change_json(change: HardwareChange) -> JsonObject:
-    return {"id": change.after.device_id, "fields": list(change.fields)}
+    return {
+        "id": change.after.device_id,
+        "fields": list(change.fields),
+        "stream_formats": [
+            {
+                "stream": c.stream,
+                "fields": list(c.fields),
+                "before": stream_format_json(c.before),
+                "after": stream_format_json(c.after),
+            }
+            for c in format_changes(change.before.streams, change.after.streams)
+        ],
+    }
 
 
 def hardware_json(diff: HardwareDiff) -> JsonObject:

@@ -24,7 +24,7 @@ from central.api.web_app import API_PREFIX, PUBLIC, ApiError, ApiRoute
 from central.auth import Action
 from central.catalog.errors import CatalogError, NotFound
 from central.catalog.records import EnrolmentToken, NewSite
-from central.site_link_work import discovered_devices
+from central.site_device_list import discovered_devices
 from central.site_management import MAX_ENROLMENT_TTL_S, enrolment_digest
 from shared.api_input import format_instant, json_object, optional_string
 from shared.link_io.client import LinkClient, LinkLost, RequestFailed

@@ -5,10 +5,12 @@ A device the catalog has not seen is added with the settings its `NewDevice` car
 default the site's name, site-only recording, live on demand). A device the site no longer
 lists is kept with `present` False, so its recordings and settings survive a camera being
 unplugged for a day; when it comes back it is present again. What the site reports about
-a device (kind, name, streams) is refreshed; what the central decided about it (its name,
-recording, live feed, rule) is never overwritten. `DeviceListChanges` joins the diffs of
-several readings into the one a single reading would have given, for a report that covers
-them all.
+a device (kind, name, streams and their formats) is refreshed; what the central decided
+about it (its name, recording, live feed, rule) is never overwritten. A stream format the
+site does not know keeps the last one known, and only a format known before and after
+counts as changed (`stream_changes.py`); one learnt is written as a refresh, not reported.
+`DeviceListChanges` joins the diffs of several readings into the one a single reading would
+have given, for a report that covers them all.
 """
 
 from __future__ import annotations
@@ -18,13 +20,13 @@ from collections.abc import Callable, Iterable, Sequence
 
 from central.catalog.errors import InvalidRecord
 from central.catalog.records import (
-    HARDWARE_FIELDS,
     DeviceRecord,
     HardwareChange,
     HardwareDiff,
     HardwareField,
     NewDevice,
 )
+from central.catalog.stream_changes import format_changes, merged_streams, stream_list_changed
 from central.catalog.validation import MAX_DEVICES_PER_SITE
 
 
@@ -81,6 +83,7 @@ def reconcile(
     added: list[DeviceRecord] = []
     returned: list[DeviceRecord] = []
     changed: list[HardwareChange] = []
+    refreshed: list[DeviceRecord] = []
     for new in discovered:
         before = known.get(new.remote_device_id)
         if before is None:
@@ -89,13 +92,15 @@ def reconcile(
             )
             continue
         fields = _hardware_fields_that_differ(before, new)
-        if not fields and before.present:
+        streams = merged_streams(before.streams, new.streams)
+        reported = (new.kind, new.original_name, streams)
+        if before.present and reported == (before.kind, before.original_name, before.streams):
             continue
         after = dataclasses.replace(
             before,
             kind=new.kind,
             original_name=new.original_name,
-            streams=new.streams,
+            streams=streams,
             present=True,
             updated_ns=now_ns,
         )
@@ -103,12 +108,16 @@ def reconcile(
             returned.append(after)
         if fields:
             changed.append(HardwareChange(before, after, fields))
+        elif before.present:
+            refreshed.append(after)
     removed = [
         dataclasses.replace(device, present=False, updated_ns=now_ns)
         for device in known.values()
         if device.present and device.remote_device_id not in listed
     ]
-    return HardwareDiff(tuple(added), tuple(removed), tuple(returned), tuple(changed))
+    return HardwareDiff(
+        tuple(added), tuple(removed), tuple(returned), tuple(changed), tuple(refreshed)
+    )
 
 
 class DeviceListChanges:
@@ -119,7 +128,7 @@ class DeviceListChanges:
     between is left out, one changed and changed back is not changed. For a single diff,
     `diff()` reports the same devices in the same way. The `before` of a change is the
     device as it was (the instant it was last written aside). Memory: two records per
-    device touched."""
+    device touched. A refresh is kept as the device's latest form, never reported."""
 
     def __init__(self) -> None:
         self._before: dict[str, DeviceRecord | None] = {}  # None: the device did not exist
@@ -135,6 +144,8 @@ class DeviceListChanges:
             self._note(dataclasses.replace(device, present=True), device)
         for device in diff.returned:  # if it changed too, its `changed` entry came first
             self._note(dataclasses.replace(device, present=False), device)
+        for device in diff.refreshed:  # nothing reportable changed: as it was, if first
+            self._note(device, device)
 
     def diff(self) -> HardwareDiff:
         added: list[DeviceRecord] = []
@@ -163,7 +174,7 @@ class DeviceListChanges:
 
 def records_to_update(diff: HardwareDiff) -> list[DeviceRecord]:
     """Each existing device whose row changes, once, in its final form."""
-    final = {device.device_id: device for device in diff.removed + diff.returned}
+    final = {device.device_id: device for device in diff.removed + diff.returned + diff.refreshed}
     final.update((change.after.device_id, change.after) for change in diff.changed)
     return list(final.values())
 
@@ -171,4 +182,14 @@ def records_to_update(diff: HardwareDiff) -> list[DeviceRecord]:
 def _hardware_fields_that_differ(
     before: DeviceRecord, new: NewDevice | DeviceRecord
 ) -> tuple[HardwareField, ...]:
-    return tuple(name for name in HARDWARE_FIELDS if getattr(before, name) != getattr(new, name))
+    """What the site changed of the device, in `HARDWARE_FIELDS`' order."""
+    fields: list[HardwareField] = []
+    if before.kind != new.kind:
+        fields.append("kind")
+    if before.original_name != new.original_name:
+        fields.append("original_name")
+    if stream_list_changed(before.streams, new.streams):
+        fields.append("streams")
+    if format_changes(before.streams, new.streams):
+        fields.append("stream_format")
+    return tuple(fields)

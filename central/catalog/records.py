@@ -212,13 +212,16 @@ SITE_FIELDS_CHANGEABLE = frozenset(
 
 @dataclass(frozen=True, slots=True)
 class StreamInfo:
-    """One stream of a device as the site reports it (`width`/`height` for video only)."""
+    """One stream of a device as the site reports it. Its format (`codec`, and for video
+    `width`, `height`, `frame_rate` in frames per second) is None where the site did not
+    say (an older site, or a camera not reached yet)."""
 
     name: str
     media_kind: MediaKind
     codec: str | None = None
     width: int | None = None
     height: int | None = None
+    frame_rate: float | None = None
 
     def __post_init__(self) -> None:
         check.text("streams.name", self.name, max_chars=check.MAX_STREAM_NAME_CHARS)
@@ -227,6 +230,8 @@ class StreamInfo:
         check.optional_text("streams.codec", self.codec, max_chars=check.MAX_STREAM_NAME_CHARS)
         check.optional_integer("streams.width", self.width, low=1, high=check.MAX_DIMENSION)
         check.optional_integer("streams.height", self.height, low=1, high=check.MAX_DIMENSION)
+        rate = check.optional_rate("streams.frame_rate", self.frame_rate, high=check.MAX_FRAME_RATE)
+        _normalise(self, "frame_rate", rate)
 
 
 def _check_streams(streams: object) -> None:
@@ -315,13 +320,17 @@ class DevicePage:
     next_device_id: str | None
 
 
-HardwareField = Literal["kind", "original_name", "streams"]
+HardwareField = Literal["kind", "original_name", "streams", "stream_format"]
+"""What the site may change of a device: `streams` is the list of its streams (their names
+and media kinds), `stream_format` the format of a stream it still has (codec, picture size,
+frame rate; a format learnt where it was unknown is no change, see `stream_changes.py`)."""
 HARDWARE_FIELDS: tuple[HardwareField, ...] = get_args(HardwareField)
 
 
 @dataclass(frozen=True, slots=True)
 class HardwareChange:
-    """A device the site still lists, but with another kind, name or streams."""
+    """A device the site still lists, but with another kind, name, streams or stream
+    format."""
 
     before: DeviceRecord
     after: DeviceRecord
@@ -331,15 +340,19 @@ class HardwareChange:
 @dataclass(frozen=True, slots=True)
 class HardwareDiff:
     """What `apply_hardware` did. `removed` and `returned` hold the devices as they are now
-    (present False, present True); a device can be both returned and changed."""
+    (present False, present True); a device can be both returned and changed. `refreshed`
+    holds devices rewritten with nothing to report: only a stream format was learnt where it
+    was unknown."""
 
     added: tuple[DeviceRecord, ...] = ()
     removed: tuple[DeviceRecord, ...] = ()
     returned: tuple[DeviceRecord, ...] = ()
     changed: tuple[HardwareChange, ...] = ()
+    refreshed: tuple[DeviceRecord, ...] = ()
 
     @property
     def is_empty(self) -> bool:
+        """Nothing to report (a refresh is not reported)."""
         return not (self.added or self.removed or self.returned or self.changed)
 
 

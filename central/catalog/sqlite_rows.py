@@ -200,6 +200,7 @@ def streams_json(streams: tuple[StreamInfo, ...]) -> str:
                 "codec": s.codec,
                 "width": s.width,
                 "height": s.height,
+                "frame_rate": s.frame_rate,
             }
             for s in streams
         ],
@@ -215,6 +216,8 @@ def streams_from_json(text: str) -> tuple[StreamInfo, ...]:
             codec=item["codec"],
             width=item["width"],
             height=item["height"],
+            # Absent from rows written before frame rates were kept: unknown.
+            frame_rate=item.get("frame_rate"),
         )
         for item in json.loads(text)
     )

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import math
 import re
 import zoneinfo
 from collections.abc import Iterable, Mapping
@@ -28,6 +29,7 @@ MAX_PASSWORD_CHARS = 1024
 MAX_STREAMS = 16
 MAX_STREAM_NAME_CHARS = 32
 MAX_DIMENSION = 16384
+MAX_FRAME_RATE = 1000.0
 MAX_PARALLEL_DEVICES = 64
 MAX_DEVICES_PER_SITE = 1024
 MAX_RULE_BYTES = 64 * 1024
@@ -80,6 +82,17 @@ def integer(field: str, value: object, *, low: int, high: int | None = None) -> 
 
 def optional_integer(field: str, value: object, *, low: int, high: int | None = None) -> int | None:
     return None if value is None else integer(field, value, low=low, high=high)
+
+
+def optional_rate(field: str, value: object, *, high: float) -> float | None:
+    """None, or a number (int or float, never a bool) above 0 and at most `high`, as a float."""
+    if value is None:
+        return None
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        raise InvalidRecord(field, f"must be a number, not {type(value).__name__}")
+    if not math.isfinite(value) or not 0 < value <= high:
+        raise InvalidRecord(field, f"must be above 0 and at most {high:g}, not {value}")
+    return float(value)
 
 
 def instant(field: str, value: object) -> int:

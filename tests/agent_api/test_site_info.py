@@ -48,11 +48,31 @@ async def test_devices_list_kinds_streams_and_site_names(api: ApiSite) -> None:
         ("siren", "output", "Siren", None, []),
         ("speaker", "speaker", "Shop floor", None, []),
     ]
-    assert data["devices"][0]["streams"][0] == {
+    # Each stream's format as far as the site knows it: the synthetic cameras encode what
+    # their configuration says (tests/agent/site_config.py); an input's state has none.
+    streams = {(d["id"], s["name"]): s for d in data["devices"] for s in d["streams"]}
+    assert streams["cam-a", "hq"] == {
         "name": "hq",
         "media": "video",
         "recording": "continuous",
+        "codec": "h264",
+        "width": 320,
+        "height": 180,
+        "frame_rate": 10,
     }
+    assert [streams["cam-b", "lq"][k] for k in ("codec", "width", "height", "frame_rate")] == [
+        "h264",
+        160,
+        90,
+        5,
+    ]
+    assert [streams["cam-a.mic", "audio"][k] for k in ("codec", "width", "frame_rate")] == [
+        "aac",
+        None,
+        None,
+    ]
+    unknown = {"codec": None, "width": None, "height": None, "frame_rate": None}
+    assert streams["door", "state"].items() >= unknown.items()
     assert {d["id"] for d in data["devices"]} == set(api.config.device_ids())
 
 

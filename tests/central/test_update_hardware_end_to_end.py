@@ -1,11 +1,15 @@
 """The operator's "update hardware" after a real change at a site: a real central and a real
 recording site on loopback, the site restarted with a configuration that adds a camera,
-removes one, renames one and turns an input into an output; the operator asks the central
-(the API route, then `siteline site hardware`) and is told exactly what was added, removed,
-returned and changed, although the central already applied the change by itself when the
-site's link opened again. The central's own names survive, a removed device is kept as not
-present (never online), and what the central recorded of it stays listed and playable
-without asking the site, which no longer has it."""
+removes one, renames one, makes one's reference (LQ) stream smaller and turns an input into
+an output; the operator asks the central (the API route, then `siteline site hardware`) and
+is told exactly what was added, removed, returned and changed (for a stream's format, from
+what to what), although the central already applied the change by itself when the site's
+link opened again. Unasked, the central told of it in the site's `hardware_changed`
+notification, naming the devices, which the operator's question clears; it is in the
+catalog, so a change the central applied before it was restarted is still told of after.
+The central's own names survive, a removed device is kept as not present (never online),
+and what the central recorded of it stays listed and playable without asking the site,
+which no longer has it."""
 
 from __future__ import annotations
 
@@ -26,6 +30,7 @@ from tests.central.cli_process import central_env, siteline
 from tests.central.link_sites import add_link_site
 from tests.central.playback_client import play
 from tests.link_io.link_site import LinkSite, running_link_site
+from tests.rtsp_server import RtspServerProcess
 
 WAIT_S = 30.0
 POLL_S = 0.1
@@ -33,9 +38,19 @@ POLL_S = 0.1
 pytestmark = pytest.mark.filterwarnings("ignore::ResourceWarning")
 
 
-def _camera(camera_id: str, *, name: str | None = None, audio: bool = False) -> str:
-    """A small synthetic camera (with its motion device); `name` None: the site's default."""
+SMALL_LQ = "width = 160, height = 90"
+"""The reference stream of `small_camera` (at 5 fps)."""
+SMALLER_LQ = "width = 128, height = 72"
+
+
+def _camera(
+    camera_id: str, *, name: str | None = None, audio: bool = False, lq: str = SMALL_LQ
+) -> str:
+    """A small synthetic camera (with its motion device); `name` None: the site's default;
+    `lq` the reference stream's size."""
     table = small_camera(camera_id, audio=audio)
+    assert table.count(SMALL_LQ) == 1
+    table = table.replace(SMALL_LQ, lq)
     if name is None:
         return table
     return table.replace(f'id = "{camera_id}"\n', f'id = "{camera_id}"\nname = "{name}"\n', 1)
@@ -48,12 +63,24 @@ _SIREN = '\n[[outputs]]\nid = "siren"\nname = "Siren"\n'
 BEFORE = _camera("cam-a", audio=True) + _camera("cam-b") + _DOOR_INPUT + _SIREN
 """cam-a (+ .mic, .motion), cam-b (+ .motion), the door as an input, the siren."""
 
-AFTER = _camera("cam-a", name="Entrance", audio=True) + _camera("cam-c") + _DOOR_OUTPUT + _SIREN
-"""cam-a renamed at the site (its microphone and motion device with it), cam-b gone, cam-c
-new, the door wired as an output now, the siren as it was."""
+_ENTRANCE = _camera("cam-a", name="Entrance", audio=True, lq=SMALLER_LQ)
+
+AFTER = _ENTRANCE + _camera("cam-c") + _DOOR_OUTPUT + _SIREN
+"""cam-a renamed at the site (its microphone and motion device with it) and its LQ stream
+made smaller, cam-b gone, cam-c new, the door wired as an output now, the siren as it was."""
 
 BACK = _camera("cam-a", name="Entrance", audio=True) + _camera("cam-b") + _DOOR_OUTPUT + _SIREN
-"""cam-b plugged in again, cam-c taken away."""
+"""cam-b plugged in again, cam-c taken away, cam-a's LQ stream at its first size again."""
+
+LAST = (
+    _camera("cam-a", name="Entrance", audio=True)
+    + _camera("cam-b", lq=SMALLER_LQ)
+    + _DOOR_OUTPUT
+    + _SIREN
+)
+"""cam-b's LQ stream made smaller."""
+
+UNKNOWN_FORMAT = {"codec": None, "width": None, "height": None, "frame_rate": None}
 
 
 def _reconfigure(site_dir: Path, before: str, after: str) -> None:
@@ -79,6 +106,30 @@ async def _until_link_closed(central: RunningCentral, site_id: str) -> None:
     assert registry is not None
     async with asyncio.timeout(WAIT_S):
         while registry.link(site_id) is not None:  # noqa: ASYNC110 - a bounded poll
+            await asyncio.sleep(POLL_S)
+
+
+async def _hardware_notices(
+    central: RunningCentral, site_id: str, *, open_only: bool = True
+) -> list[dict[str, Any]]:
+    """The site's `hardware_changed` notifications (the open ones), newest first."""
+    status, body = await central.call(
+        "GET", "/notifications", params={"open": "true" if open_only else "false"}
+    )
+    assert status == 200, body
+    wanted = ("hardware_changed", site_id)
+    return [n for n in body["notifications"] if (n["kind"], n["site_id"]) == wanted]
+
+
+async def _hardware_notice(central: RunningCentral, site_id: str) -> dict[str, Any]:
+    """The site's open `hardware_changed` notification, once there is one (bounded poll)."""
+    async with asyncio.timeout(WAIT_S):
+        while True:
+            notices = await _hardware_notices(central, site_id)
+            if notices:
+                (notice,) = notices  # at most one open per site
+                assert (notice["device_id"], notice["open"]) == (None, True), notice
+                return notice
             await asyncio.sleep(POLL_S)
 
 
@@ -146,10 +197,34 @@ async def test_update_hardware_reports_a_real_change_and_keeps_what_the_central_
             )
             assert status == 200, body
             held = await _central_lq_chunks(central, remote_site, "cam-b")
+            # The central keeps each stream's format as the site reports it.
+            cam_a_lq = (await _by_remote_id(central, site_id))["cam-a"]["streams"][1]
+            assert cam_a_lq == {
+                "name": "lq",
+                "media": "video",
+                "codec": "h264",
+                "width": 160,
+                "height": 90,
+                "frame_rate": 5,
+            }
+            assert await _hardware_notices(central, site_id, open_only=False) == []
         await _until_link_closed(central, site_id)
 
         _reconfigure(site_dir, BEFORE, AFTER)
         async with _site_again(central, site_id, site_dir, port):
+            # Unasked, the central tells of the change it applied when the link opened,
+            # naming the devices by the central's names.
+            notice = await _hardware_notice(central, site_id)
+            message = notice["message"]
+            assert message.startswith("devices changed at the site: "), message
+            assert "added 'cam-c', 'cam-c motion'" in message, message
+            assert "removed 'Car park', 'cam-b motion'" in message, message
+            assert "'Front gate' (site name; lq: h264 160x90 5 fps -> h264 128x72 5 fps)" in (
+                message
+            ), message
+            assert "'Rear exit' (kind; streams)" in message, message
+            assert "returned" not in message, message
+
             status, diff = await central.call("POST", f"/sites/{site_id}/hardware")
             assert status == 200, diff
             devices = await _by_remote_id(central, site_id)
@@ -160,15 +235,29 @@ async def test_update_hardware_reports_a_real_change_and_keeps_what_the_central_
             assert diff["returned"] == []
             assert sorted((c["id"], c["fields"]) for c in diff["changed"]) == sorted(
                 [
-                    (ids["cam-a"], ["original_name"]),
+                    (ids["cam-a"], ["original_name", "stream_format"]),
                     (ids["cam-a.mic"], ["original_name"]),
                     (ids["cam-a.motion"], ["original_name"]),
                     (ids["door"], ["kind", "streams"]),
                 ]
             )
-            # Reported once: asked again, nothing is new.
+            # What changed of cam-a's format: from what to what.
+            changed = {c["id"]: c for c in diff["changed"]}
+            assert changed[ids["cam-a"]]["stream_formats"] == [
+                {
+                    "stream": "lq",
+                    "fields": ["width", "height"],
+                    "before": {"codec": "h264", "width": 160, "height": 90, "frame_rate": 5},
+                    "after": {"codec": "h264", "width": 128, "height": 72, "frame_rate": 5},
+                }
+            ]
+            assert changed[ids["door"]]["stream_formats"] == []
+            # Reported once: asked again, nothing is new; the notification was cleared.
             again = await central.call("POST", f"/sites/{site_id}/hardware")
             assert again == (200, {"added": [], "removed": [], "returned": [], "changed": []})
+            assert await _hardware_notices(central, site_id) == []
+            (cleared,) = await _hardware_notices(central, site_id, open_only=False)
+            assert (cleared["id"], cleared["open"]) == (notice["id"], False), cleared
 
             # The device list is the site's new set; the central's names stay.
             _, present = await central.call("GET", "/devices", params={"present": "true"})
@@ -184,6 +273,12 @@ async def test_update_hardware_reports_a_real_change_and_keeps_what_the_central_
             assert all(d["online"] for d in present["devices"]), present
             cam_a, door = devices["cam-a"], devices["door"]
             assert (cam_a["name"], cam_a["original_name"]) == ("Front gate", "Entrance")
+            assert [(s["name"], s["width"], s["height"]) for s in cam_a["streams"]] == [
+                ("hq", 320, 180),
+                ("lq", 128, 72),
+            ]
+            assert devices["cam-a.mic"]["streams"][0]["codec"] == "aac"
+            assert devices["cam-a.motion"]["streams"][0].items() >= UNKNOWN_FORMAT.items()
             assert devices["cam-a.mic"]["original_name"] == "Entrance microphone"
             assert (door["name"], door["kind"], door["streams"]) == ("Rear exit", "output", [])
             assert devices["cam-c"]["name"] == devices["cam-c"]["original_name"] == "cam-c"
@@ -224,9 +319,16 @@ async def test_update_hardware_reports_a_real_change_and_keeps_what_the_central_
             assert (status, body["error"]["code"]) == (409, "nothing_recorded"), body
         await _until_link_closed(central, site_id)
 
-        # cam-b plugged in again, cam-c taken away; the operator asks from the command line.
+        # cam-b plugged in again, cam-c taken away, cam-a's LQ stream as it was; the operator
+        # asks from the command line.
         _reconfigure(site_dir, AFTER, BACK)
         async with _site_again(central, site_id, site_dir, port):
+            notice = await _hardware_notice(central, site_id)
+            assert notice["message"] == (
+                "devices changed at the site: removed 'cam-c', 'cam-c motion'; "
+                "returned 'Car park', 'cam-b motion'; "
+                "changed 'Front gate' (lq: h264 128x72 5 fps -> h264 160x90 5 fps)"
+            ), notice
             env = central_env(central.base_url, tmp_path / "config", password=ADMIN_PASSWORD)
             result = await siteline("site", "hardware", site_id, env=env)
             assert result.code == 0, result
@@ -236,9 +338,111 @@ async def test_update_hardware_reports_a_real_change_and_keeps_what_the_central_
                 "added": ["none"],
                 "removed": sorted([devices["cam-c"]["id"], devices["cam-c.motion"]["id"]]),
                 "returned": sorted([ids["cam-b"], ids["cam-b.motion"]]),
-                "changed": ["none"],
+                "changed": [
+                    f"{ids['cam-a']} (stream_format lq: h264 128x72 5 fps -> h264 160x90 5 fps)"
+                ],
             }, result
             # The returned camera is present again under the name the central gave it.
             cam_b = devices["cam-b"]
             assert (cam_b["present"], cam_b["online"], cam_b["name"]) == (True, True, "Car park")
             assert (devices["cam-c"]["present"], devices["cam-c"]["online"]) == (False, False)
+            assert await _hardware_notices(central, site_id) == []
+        await _until_link_closed(central, site_id)
+
+        # cam-b's LQ stream made smaller: told of, not asked about before the central stops.
+        _reconfigure(site_dir, BACK, LAST)
+        async with _site_again(central, site_id, site_dir, port):
+            notice = await _hardware_notice(central, site_id)
+            assert notice["message"] == (
+                "devices changed at the site: "
+                "changed 'Car park' (lq: h264 160x90 5 fps -> h264 128x72 5 fps)"
+            ), notice
+
+    # The central restarted: the notification is still open, the site's format as it was
+    # applied; the operator's question (whose own reading finds nothing new) clears it.
+    async with running_central(tmp_path / "central") as central:
+        assert await _hardware_notices(central, site_id) == [notice]
+        async with _site_again(central, site_id, site_dir, port):
+            lq = (await _by_remote_id(central, site_id))["cam-b"]["streams"][1]
+            assert (lq["width"], lq["height"]) == (128, 72)
+            status, diff = await central.call("POST", f"/sites/{site_id}/hardware")
+            assert (status, diff["changed"]) == (200, []), diff
+            assert await _hardware_notices(central, site_id) == []
+
+
+async def test_a_camera_reconfigured_while_the_site_runs_is_told_of_when_it_comes_back(
+    tmp_path: Path, rtsp_server: RtspServerProcess
+) -> None:
+    """A real RTSP camera whose main profile is set to another size while the site keeps
+    running: its stream drops, the site reconnects and announces the new format, and the
+    central, told the camera is back, reads the device list again and tells of the change."""
+    devices = f"""
+[[cameras]]
+id = "ipcam"
+name = "Loading bay"
+source = "rtsp"
+[cameras.rtsp]
+hq_url = "{rtsp_server.url("/hq")}"
+lq_url = "{rtsp_server.url("/lq")}"
+open_timeout_s = 2
+read_timeout_s = 2
+[cameras.motion]
+enabled = false
+"""
+    site_dir = tmp_path / "site"
+    write_site_config(site_dir, devices)
+    async with (
+        running_central(tmp_path / "central") as central,
+        running_link_site(site_dir) as site,
+    ):
+        (camera,) = site.site.cameras
+        async with asyncio.timeout(WAIT_S):
+            while not camera.supervisor.connected:  # noqa: ASYNC110 - a bounded poll
+                await asyncio.sleep(POLL_S)
+        site_id, ids = await add_link_site(central, site)
+        await wait_for_state(central, site_id, "online", within_s=WAIT_S)
+        # The format the camera's source announced, learnt on the first link.
+        hq = await _stream(central, site_id, "ipcam", "hq")
+        async with asyncio.timeout(WAIT_S):
+            while hq["width"] is None:
+                await asyncio.sleep(POLL_S)
+                hq = await _stream(central, site_id, "ipcam", "hq")
+        assert (hq["codec"], hq["width"], hq["height"], hq["frame_rate"]) == (
+            "h264",
+            320,
+            240,
+            None,  # an IP camera's frame rate is not known
+        )
+        assert await _hardware_notices(central, site_id, open_only=False) == []
+
+        # The installer sets the main profile to 480x272: the camera restarts with it.
+        rtsp_server.stop()
+        reconfigured = RtspServerProcess(
+            rtsp_server.port, audio=True, hq_profile="480x272@15:400"
+        )
+        reconfigured.start()
+        try:
+            notice = await _hardware_notice(central, site_id)
+            assert notice["message"] == (
+                "devices changed at the site: "
+                "changed 'Loading bay' (hq: h264 320x240 -> h264 480x272)"
+            ), notice
+            hq = await _stream(central, site_id, "ipcam", "hq")
+            assert (hq["width"], hq["height"]) == (480, 272)
+            status, diff = await central.call("POST", f"/sites/{site_id}/hardware")
+            assert status == 200, diff
+            assert [(c["id"], c["fields"]) for c in diff["changed"]] == [
+                (ids["ipcam"], ["stream_format"])
+            ]
+            assert await _hardware_notices(central, site_id) == []
+        finally:
+            reconfigured.stop()
+
+
+async def _stream(
+    central: RunningCentral, site_id: str, remote_id: str, stream: str
+) -> dict[str, Any]:
+    """A stream of a device as the central's device list shows it."""
+    device = (await _by_remote_id(central, site_id))[remote_id]
+    (found,) = [s for s in device["streams"] if s["name"] == stream]
+    return dict(found)

@@ -118,6 +118,7 @@ async def running_site_of(
         clock=clock,
         cameras_up=lambda: {c.camera.id: c.supervisor.connected for c in site.cameras},
         version="test",
+        stream_codecs=site.stream_codecs,  # as `siteline agent run` builds it
     )
     route = link_route(
         events=site.events,

@@ -44,7 +44,7 @@ def test_hardware_diff_adds_removes_returns_and_changes(
     assert first.returned == ()
     (change,) = first.changed
     assert change.before == cam_a
-    assert change.fields == ("original_name", "streams")
+    assert change.fields == ("original_name", "stream_format")  # hq 1920x1080 -> 2560x1440
     after = catalog.device(cam_a.device_id)
     assert change.after == after
     assert (after.name, after.original_name, after.streams[0].width) == (
@@ -249,3 +249,77 @@ def test_a_rule_is_stored_as_plain_json(catalog: SqliteCatalog) -> None:
     )
     assert cam.central_rule == {"on": ["motion", "door"]}
     assert catalog.device(cam.device_id).central_rule == {"on": ["motion", "door"]}
+
+
+def _without_formats(device: NewDevice) -> NewDevice:
+    """`device` as a site that does not know (or report) its streams' formats lists it."""
+    streams = tuple(StreamInfo(s.name, s.media_kind) for s in device.streams)
+    return dataclasses.replace(device, streams=streams)
+
+
+def _lq(device: NewDevice, width: int, height: int) -> NewDevice:
+    hq, lq = device.streams
+    return dataclasses.replace(
+        device, streams=(hq, dataclasses.replace(lq, width=width, height=height))
+    )
+
+
+def test_a_list_without_formats_keeps_the_formats_known_and_reports_nothing(
+    catalog: SqliteCatalog, clock: ManualClock
+) -> None:
+    site, (cam,) = catalog.add_site(dial_out_site(), None, [camera("cam-a")])
+    clock.advance(60)
+
+    # An older site, or a camera not reached yet: unknown is no news; nothing is written.
+    unknown = catalog.apply_hardware(site.site_id, [_without_formats(camera("cam-a"))])
+    assert (unknown.is_empty, unknown.refreshed) == (True, ())
+    assert catalog.device(cam.device_id) == cam
+
+    # Then the LQ stream is smaller: a change of the format known before.
+    clock.advance(60)
+    diff = catalog.apply_hardware(site.site_id, [_lq(camera("cam-a"), 480, 270)])
+    (change,) = diff.changed
+    assert (change.before, change.fields) == (cam, ("stream_format",))
+    assert change.after.streams[1] == StreamInfo("lq", MediaKind.VIDEO, "h264", 480, 270)
+    assert catalog.device(cam.device_id) == change.after
+
+
+def test_a_format_learnt_is_written_but_not_reported(
+    catalog: SqliteCatalog, clock: ManualClock
+) -> None:
+    site, (cam, door) = catalog.add_site(
+        dial_out_site(), None, [_without_formats(camera("cam-a")), door_input()]
+    )
+    clock.advance(60)
+
+    diff = catalog.apply_hardware(site.site_id, [camera("cam-a"), door_input()])
+
+    assert diff.is_empty
+    (learnt,) = diff.refreshed
+    assert learnt == dataclasses.replace(
+        cam, streams=camera("cam-a").streams, updated_ns=clock.now_ns()
+    )
+    assert catalog.device(cam.device_id) == learnt
+    assert catalog.device(door.device_id) == door  # nothing to learn: untouched
+    # Another stream (lq now carries sound) changes the list, whatever the format says.
+    sound = StreamInfo("lq", MediaKind.AUDIO, "aac")
+    relisted = dataclasses.replace(camera("cam-a"), streams=(camera("cam-a").streams[0], sound))
+    (change,) = catalog.apply_hardware(site.site_id, [relisted, door_input()]).changed
+    assert change.fields == ("streams",)
+
+
+def test_a_row_from_before_frame_rates_were_kept_reads_it_as_unknown(
+    catalog: SqliteCatalog, catalog_path: Path
+) -> None:
+    with_rate = NewDevice(
+        "cam-a", "camera", "Gate", (StreamInfo("hq", MediaKind.VIDEO, "h264", 1280, 720, 12.5),)
+    )
+    _, (cam,) = catalog.add_site(dial_out_site(), None, [with_rate])
+    assert catalog.device(cam.device_id).streams[0].frame_rate == 12.5
+    older_row = '[{"name":"hq","media_kind":"video","codec":"h264","width":1280,"height":720}]'
+    with sqlite3.connect(catalog_path) as db:
+        db.execute("UPDATE devices SET streams = ? WHERE device_id = ?", (older_row, cam.device_id))
+    db.close()
+    assert catalog.device(cam.device_id).streams == (
+        StreamInfo("hq", MediaKind.VIDEO, "h264", 1280, 720),
+    )

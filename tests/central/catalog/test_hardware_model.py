@@ -1,5 +1,6 @@
 """`apply_hardware` against a simple model: rounds of random device lists from a small set of
-ids, kinds, names and streams, with the operator renaming devices between rounds."""
+ids, kinds, names and streams (with formats known, unknown, or of another media kind),
+with the operator renaming devices between rounds."""
 
 from __future__ import annotations
 
@@ -22,20 +23,42 @@ STREAM_SETS = (
     (StreamInfo("hq", MediaKind.VIDEO, "h264", 1920, 1080),),
     (StreamInfo("hq", MediaKind.VIDEO, "h264", 2560, 1440), StreamInfo("lq", MediaKind.VIDEO)),
 )
-
-listed_device = st.builds(
-    lambda kind, name, streams: (kind, name, streams),
-    st.sampled_from(["camera", "metadata"]),
-    st.sampled_from(["Front", "Back"]),
-    st.sampled_from(STREAM_SETS),
+"""Each stream's format always known (hq) or never (lq): what one reading from the first
+state to the last says is then well defined (see the last test)."""
+FORMAT_SETS = (
+    *STREAM_SETS,
+    # hq's format not known (a camera not reached yet), lq's learnt.
+    (StreamInfo("hq", MediaKind.VIDEO), StreamInfo("lq", MediaKind.VIDEO, "h264", 640, 360)),
+    # Another codec, part of it unknown; lq smaller, at a frame rate now known.
+    (
+        StreamInfo("hq", MediaKind.VIDEO, "hevc", 1920),
+        StreamInfo("lq", MediaKind.VIDEO, "h264", 480, 270, 8.0),
+    ),
+    # lq carries sound now: another stream, whatever its format says.
+    (StreamInfo("hq", MediaKind.VIDEO, "h264"), StreamInfo("lq", MediaKind.AUDIO, "aac")),
 )
-device_list = st.dictionaries(st.sampled_from(REMOTE_IDS), listed_device, max_size=len(REMOTE_IDS))
-renames = st.dictionaries(st.sampled_from(REMOTE_IDS), st.sampled_from(["Till", "Gate"]))
-rounds = st.lists(st.tuples(device_list, renames), min_size=1, max_size=6)
+FORMAT_FIELDS = ("codec", "width", "height", "frame_rate")
+
+
+def _device_lists(stream_sets: tuple[tuple[StreamInfo, ...], ...]) -> st.SearchStrategy[Listing]:
+    listed_device = st.builds(
+        lambda kind, name, streams: (kind, name, streams),
+        st.sampled_from(["camera", "metadata"]),
+        st.sampled_from(["Front", "Back"]),
+        st.sampled_from(stream_sets),
+    )
+    return st.dictionaries(st.sampled_from(REMOTE_IDS), listed_device, max_size=len(REMOTE_IDS))
 
 
 Listing = dict[str, tuple[str, str, tuple[StreamInfo, ...]]]
 """A site's device list in the model: remote id -> (kind, name, streams)."""
+
+renames = st.dictionaries(st.sampled_from(REMOTE_IDS), st.sampled_from(["Till", "Gate"]))
+device_list = _device_lists(STREAM_SETS)
+rounds = st.lists(st.tuples(device_list, renames), min_size=1, max_size=6)
+format_rounds = st.lists(
+    st.tuples(_device_lists(FORMAT_SETS), renames), min_size=1, max_size=6
+)
 
 
 @dataclass
@@ -57,11 +80,35 @@ def _new_devices(listed: Listing) -> list[NewDevice]:
     ]
 
 
+def _model_streams(
+    kept: tuple[StreamInfo, ...], listed: tuple[StreamInfo, ...]
+) -> tuple[tuple[StreamInfo, ...], list[str]]:
+    """What the model keeps of a listing, and which of the two stream fields changed: a
+    format field the listing does not know keeps the value kept for the same stream (name
+    and media); it changed only when known before and after, and different."""
+    fields = []
+    if [(s.name, s.media_kind) for s in kept] != [(s.name, s.media_kind) for s in listed]:
+        fields.append("streams")
+    before = {(s.name, s.media_kind): s for s in kept}
+    merged, format_changed = [], False
+    for stream in listed:
+        was = before.get((stream.name, stream.media_kind))
+        values = []
+        for field in FORMAT_FIELDS:
+            old, new = (None if was is None else getattr(was, field)), getattr(stream, field)
+            format_changed |= old is not None and new is not None and old != new
+            values.append(old if new is None else new)
+        merged.append(StreamInfo(stream.name, stream.media_kind, *values))
+    if format_changed:
+        fields.append("stream_format")
+    return tuple(merged), fields
+
+
 def _check_round(
     model: dict[str, ModelDevice],
     listed: Listing,
     stored: list[DeviceRecord],
-    diff_ids: dict[str, set[str]],
+    diff: HardwareDiff,
 ) -> None:
     """Advance the model by one listing and compare it with what the catalog did."""
     expected: dict[str, set[str]] = {
@@ -70,6 +117,8 @@ def _check_round(
         "returned": set(),
         "changed": set(),
     }
+    expected_fields: dict[str, tuple[str, ...]] = {}
+    expected_refreshed: set[str] = set()
     for remote_id, (kind, name, streams) in listed.items():
         known = model.get(remote_id)
         if known is None:
@@ -78,14 +127,23 @@ def _check_round(
             continue
         if not known.present:
             expected["returned"].add(remote_id)
-        if (known.kind, known.original_name, known.streams) != (kind, name, streams):
+        kept, stream_fields = _model_streams(known.streams, streams)
+        fields = ["kind"] if known.kind != kind else []
+        fields += ["original_name"] if known.original_name != name else []
+        fields += stream_fields
+        if fields:
             expected["changed"].add(remote_id)
-        known.kind, known.original_name, known.streams, known.present = kind, name, streams, True
+            expected_fields[remote_id] = tuple(fields)
+        elif known.present and kept != known.streams:
+            expected_refreshed.add(remote_id)  # a format learnt: rewritten, not reported
+        known.kind, known.original_name, known.streams, known.present = kind, name, kept, True
     for remote_id, known in model.items():
         if remote_id not in listed and known.present:
             expected["removed"].add(remote_id)
             known.present = False
-    assert diff_ids == expected
+    assert _diff_ids(diff) == expected
+    assert _fields_by_remote_id(diff) == expected_fields
+    assert {d.remote_device_id for d in diff.refreshed} == expected_refreshed
 
     by_remote = {device.remote_device_id: device for device in stored}
     assert set(by_remote) == set(model)
@@ -114,7 +172,7 @@ def _diff_ids(diff: HardwareDiff) -> dict[str, set[str]]:
 @settings(
     max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
-@given(rounds=rounds)
+@given(rounds=format_rounds)
 def test_apply_hardware_matches_the_model(
     catalog: SqliteCatalog, clock: ManualClock, rounds: list[tuple[Listing, dict[str, str]]]
 ) -> None:
@@ -124,7 +182,7 @@ def test_apply_hardware_matches_the_model(
     for listed, renamed in rounds:
         clock.advance(1)
         diff = catalog.apply_hardware(site.site_id, _new_devices(listed))
-        _check_round(model, listed, catalog.devices(site.site_id), _diff_ids(diff))
+        _check_round(model, listed, catalog.devices(site.site_id), diff)
         for remote_id, name in renamed.items():
             if remote_id in model:
                 catalog.update_device(model[remote_id].device_id, name=name)
@@ -132,7 +190,7 @@ def test_apply_hardware_matches_the_model(
 
 
 @settings(max_examples=300, deadline=None)
-@given(rounds=rounds)
+@given(rounds=format_rounds)
 def test_reconcile_alone_matches_the_model(rounds: list[tuple[Listing, dict[str, str]]]) -> None:
     """The pure function behind `apply_hardware`, with many more examples."""
     stored: dict[str, DeviceRecord] = {}
@@ -148,7 +206,7 @@ def test_reconcile_alone_matches_the_model(rounds: list[tuple[Listing, dict[str,
         )
         for device in (*diff.added, *records_to_update(diff)):
             stored[device.remote_device_id] = device
-        _check_round(model, listed, list(stored.values()), _diff_ids(diff))
+        _check_round(model, listed, list(stored.values()), diff)
 
 
 def _fields_by_remote_id(diff: HardwareDiff) -> dict[str, tuple[str, ...]]:
@@ -207,3 +265,38 @@ def test_readings_together_report_what_one_reading_would(
         assert change.after == stored[change.after.remote_device_id]
         was = baseline[change.after.remote_device_id]
         assert dataclasses.replace(change.before, updated_ns=was.updated_ns) == was
+
+
+def test_readings_together_report_a_format_change_from_the_last_format_known() -> None:
+    """A format learnt (not reported) then changed, with a reading in between that did not
+    know it: together, a change from the format learnt to the last one."""
+    counter = iter(range(10**6))
+    stored: dict[str, DeviceRecord] = {}
+
+    def read(hq: StreamInfo, now_ns: int) -> HardwareDiff:
+        listing: Listing = {"cam-1": ("camera", "Front", (hq,))}
+        diff = reconcile(
+            stored.values(),
+            _new_devices(listing),
+            site_id="s-test",
+            now_ns=now_ns,
+            new_device_id=lambda: f"d-{next(counter)}",
+        )
+        for device in (*diff.added, *records_to_update(diff)):
+            stored[device.remote_device_id] = device
+        return diff
+
+    unknown = StreamInfo("hq", MediaKind.VIDEO)
+    full_hd = StreamInfo("hq", MediaKind.VIDEO, "h264", 1920, 1080, 25.0)
+    hd = StreamInfo("hq", MediaKind.VIDEO, "h264", 1280, 720, 25.0)
+    read(unknown, 1)  # added by an older site
+    learnt, forgotten, smaller = read(full_hd, 2), read(unknown, 3), read(hd, 4)
+    assert [d.is_empty for d in (learnt, forgotten, smaller)] == [True, True, False]
+    assert (len(learnt.refreshed), len(forgotten.refreshed)) == (1, 0)
+
+    assert _together(learnt, forgotten).is_empty
+    together = _together(learnt, forgotten, smaller)
+    (change,) = together.changed
+    assert change.fields == ("stream_format",)
+    assert (change.before.streams, change.after.streams) == ((full_hd,), (hd,))
+    assert change.after == stored["cam-1"]
