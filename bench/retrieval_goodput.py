@@ -11,7 +11,7 @@ A site (bench/retrieval_site.py: the agent's link server over a store filled wit
 a network namespace whose uplink is shaped with `tc tbf` at `--mbit` (bench/shaped_link.py);
 it records every frame its link sends (bench/sent_log.py). A real central (`siteline central
 run`, a child process, bench/central_process.py) adds the site over the API, sets its
-`parallel_devices`, and runs five retrieval jobs over the API, each of every camera for its
+`parallel_devices`, and runs six retrieval jobs over the API, each of every camera for its
 own span. This side reads the line's receive counter every `--sample-s` throughout
 (bench/counter_samples.py). The jobs, in order:
 
@@ -20,10 +20,14 @@ own span. This side reads the line's receive counter every `--sample-s` througho
 2. cuts: the same size; the line is taken down (`ip link set down`: no reset, packets
    vanish) for `--cut-seconds` every `--cut-every` seconds, the first `--cut-every` seconds
    after the job's first stored bytes are seen (so the cuts land in the transfer however long
-   the job takes to begin it) (goal: >= 0.85 with cuts every 30 s). Also counted: the chunks
-   the site sent more than once, each against the cut before it (bench/chunk_resends.py;
-   goal: at most one per stream per cut), the link sessions that ended, and the segments TCP
-   retransmitted in the namespace;
+   the job takes to begin it) (goal: >= 0.85 with cuts every 30 s). TCP rides out such a
+   cut: the link survives it. Also counted: the chunks the site sent more than once, each
+   against the cut before it (bench/chunk_resends.py; goal: at most one per stream per cut),
+   the link sessions that ended, and the segments TCP retransmitted in the namespace;
+2b. cuts that end the link: the same size and cuts, but each begins by resetting every TCP
+   connection of the site (`ss -K` in its namespace: a router restarting, a mobile line
+   changing its address), so the link ends and the central must notice, dial again
+   (backoff), and resume the job where it stood (same goals);
 3. capped: the site's `max_bandwidth_bps` set to `--cap-mbit`, a span sized to take about
    `--cap-seconds` at the cap: its first and fullest 1 s windows, its 10 s windows and its
    whole transfer over the cap, on the line (raw, and corrected for the TCP/IP, TLS and
@@ -106,6 +110,8 @@ JOB_TIMEOUT_SLACK_S = 400.0  # has failed
 CHUNK_KIB = 512
 CHUNK_PAYLOAD_BYTES = CHUNK_KIB * 1024 // PACKETS_PER_CHUNK * PACKETS_PER_CHUNK
 STANDARD_CUT_EVERY_S = 30.0
+CUT_LINE = "line"  # the line goes down, nothing is reset: the link rides it out
+CUT_RESET = "reset"  # the site's connections are reset, then the line goes down
 FINAL_STATES = ("completed", "failed", "stopped")
 CAP_WINDOW_GOAL = 1.05  # every 1 s window at most 5% over the cap
 CAP_TEN_S_GOAL = 0.02  # every 10 s window within 2% of it
@@ -293,15 +299,18 @@ async def cameras(client: CentralClient, site_id: str) -> dict[str, str]:
 
 
 async def cut_periodically(
-    link: ShapedLink, every_s: float, down_s: float, made: list[int]
+    link: ShapedLink, every_s: float, down_s: float, made: list[int], *, reset: bool
 ) -> None:
     """Take the line down for `down_s` every `every_s` from now, until cancelled, adding
     the monotonic instant of each cut to `made` (the line is up again whenever it
-    returns)."""
+    returns). With `reset`, each cut first resets the site's TCP connections, which ends
+    the link."""
     started = time.monotonic()
     while True:
         await asyncio.sleep(started + (len(made) + 1) * every_s - time.monotonic())
         made.append(time.monotonic_ns())
+        if reset:
+            link.reset_connections()
         link.cut()
         try:
             await asyncio.sleep(down_s)
@@ -319,11 +328,12 @@ async def run_job(
     span: Span,
     site_info: dict[str, Any],
     plan: Plan,
-    with_cuts: bool,
+    cuts: str | None,
 ) -> JobReading:
-    """Run one retrieval job of `devices` over `span` to its end, measured. With cuts, the
-    first comes `cut_every_s` after the first stored bytes are seen (so the cuts land in the
-    transfer however long the job takes to start it)."""
+    """Run one retrieval job of `devices` over `span` to its end, measured. With `cuts`
+    (CUT_LINE or CUT_RESET, see `cut_periodically`), the first comes `cut_every_s` after
+    the first stored bytes are seen (so the cuts land in the transfer however long the job
+    takes to start it)."""
     chunk_ns = int(site_info["chunk_s"]) * NS_PER_S
     start_ns = int(site_info["first_start_ns"]) + span.first_seq * chunk_ns
     end_ns = start_ns + span.chunks * chunk_ns
@@ -359,10 +369,14 @@ async def run_job(
                     stored = sum(p["bytes"] for p in job["progress"])
                     if first_seen is None and stored > 0:
                         first_seen = (seen_ns, stored)
-                        if with_cuts:
+                        if cuts is not None:
                             cutter = asyncio.create_task(
                                 cut_periodically(
-                                    link, plan.cut_every_s, plan.cut_seconds, cut_starts
+                                    link,
+                                    plan.cut_every_s,
+                                    plan.cut_seconds,
+                                    cut_starts,
+                                    reset=cuts == CUT_RESET,
                                 )
                             )
                     if all_seen_ns is None and sum(p["chunks"] for p in job["progress"]) >= (
@@ -434,7 +448,7 @@ class LiveReading:
 @dataclass(frozen=True)
 class Findings:
     baselines: list[BulkReading]
-    goodput_jobs: list[JobReading]  # plain, cuts
+    goodput_jobs: list[JobReading]  # plain, cuts, cuts that end the link
     capped_jobs: list[JobReading]  # capped, capped with live
     uncapped_live: JobReading
     resends: list[ResendReading]  # of the goodput jobs
@@ -442,6 +456,7 @@ class Findings:
     live: LiveReading
     links_opened: int  # over the whole run, the site's record
     links_never_ended: int  # their handlers had not returned when the site stopped
+    sent: SiteSends  # what the site handed to its links
 
 
 def _mbit(bytes_per_s: float) -> str:
@@ -532,6 +547,28 @@ def _print_caps(plan: Plan, found: Findings) -> None:
     )
 
 
+def _recovery(sent: SiteSends, job: JobReading) -> str:
+    """For each cut of `job`: when the site saw a new link open, and when it sent the span's
+    next chunk head, in seconds after the cut began."""
+    parts = []
+    for index, cut_ns in enumerate(job.cut_starts_ns):
+        until_ns = (
+            job.cut_starts_ns[index + 1]
+            if index + 1 < len(job.cut_starts_ns)
+            else job.ended_mono_ns
+        )
+        opened = sent.sessions_opened_between(cut_ns, until_ns)
+        heads = [c.at_ns for c in sent.chunks if cut_ns <= c.at_ns <= until_ns]
+        link = (
+            f"new link +{(opened[0].opened_ns - cut_ns) / NS_PER_S:.1f} s"
+            if opened
+            else "same link"
+        )
+        chunk = f"next chunk +{(heads[0] - cut_ns) / NS_PER_S:.1f} s" if heads else "no chunk"
+        parts.append(f"{link}, {chunk}")
+    return "; ".join(parts)
+
+
 def _print_resends(found: Findings) -> None:
     print()
     for job, resends in zip(found.goodput_jobs, found.resends, strict=True):
@@ -543,9 +580,13 @@ def _print_resends(found: Findings) -> None:
             f"{resends.before_any_cut} before any cut; {resends.sessions_opened} new links; "
             f"{job.tcp_retransmits} TCP segments retransmitted"
         )
-    plain, cuts = found.goodput_jobs
-    if cuts.cuts:
-        # Both jobs carry the same payload: what the cuts job's line carried beyond the
+        if job.cuts:
+            print(f"  after each cut: {_recovery(found.sent, job)}")
+    plain, *with_cuts = found.goodput_jobs
+    for cuts in with_cuts:
+        if not cuts.cuts:
+            continue
+        # The jobs carry the same payload: what the cuts job's line carried beyond the
         # plain job's is what crossed it twice (chunks, TCP segments) and the new links.
         extra = cuts.wire_bytes - plain.wire_bytes * cuts.payload_bytes / plain.payload_bytes
         noise = LINE_OVERHEAD_SPREAD * plain.wire_bytes
@@ -615,14 +656,15 @@ def report(plan: Plan, found: Findings) -> bool:
         f"10 s windows {_ten_s(cap)} (goal within {1 - CAP_TEN_S_GOAL:.2f}-"
         f"{1 + CAP_TEN_S_GOAL:.2f}): {'met' if ten_ok else 'NOT met'}; whole {cap.whole:.3f}"
     )
-    resends = found.resends[-1]
-    resends_ok = resends.meets(RESENDS_PER_STREAM_PER_CUT_GOAL)
-    met = met and resends_ok
-    print(
-        f"re-sent per stream per cut: at most {resends.most_per_stream_per_cut} over "
-        f"{resends.cuts} cuts, {resends.before_any_cut} before any cut (goal <= "
-        f"{RESENDS_PER_STREAM_PER_CUT_GOAL}): {'met' if resends_ok else 'NOT met'}"
-    )
+    for job, resends in list(zip(found.goodput_jobs, found.resends, strict=True))[1:]:
+        resends_ok = resends.meets(RESENDS_PER_STREAM_PER_CUT_GOAL)
+        met = met and resends_ok
+        print(
+            f"{job.label}: re-sent per stream per cut: at most "
+            f"{resends.most_per_stream_per_cut} over {resends.cuts} cuts, "
+            f"{resends.before_any_cut} before any cut (goal <= "
+            f"{RESENDS_PER_STREAM_PER_CUT_GOAL}): {'met' if resends_ok else 'NOT met'}"
+        )
     quiet, loaded = found.live.spans[0].figures, found.live.spans[1].figures
     print(
         f"live latency: median {quiet.median_ms:.1f} ms, p95 {quiet.p95_ms:.1f} ms without "
@@ -669,13 +711,14 @@ async def _measure(plan: Plan, link: ShapedLink, directory: Path) -> int:
     spans = [
         Span(0, plain_chunks),
         Span(plain_chunks, plain_chunks),
-        Span(2 * plain_chunks, capped_chunks),
-        Span(2 * plain_chunks + capped_chunks, capped_chunks),
-        Span(2 * plain_chunks + 2 * capped_chunks, capped_chunks),
+        Span(2 * plain_chunks, plain_chunks),
+        Span(3 * plain_chunks, capped_chunks),
+        Span(3 * plain_chunks + capped_chunks, capped_chunks),
+        Span(3 * plain_chunks + 2 * capped_chunks, capped_chunks),
     ]
     sent_log = directory / "sent.json"
     site = await start_site(
-        link, directory, plan, chunks=2 * plain_chunks + 3 * capped_chunks, sent_log=sent_log
+        link, directory, plan, chunks=3 * plain_chunks + 3 * capped_chunks, sent_log=sent_log
     )
     sampler = CounterSampler(link.received_bytes, plan.sample_s)
     sampler.start()
@@ -722,7 +765,7 @@ async def _run_jobs(
     pids: dict[str, int],
     spans: list[Span],
 ) -> _Run:
-    """The four jobs and the live viewer's spans; see the module docstring."""
+    """The six jobs and the live viewer's spans; see the module docstring."""
     by_remote = await cameras(client, site_id)
     if len(by_remote) != plan.devices:
         raise RuntimeError(f"the central lists {len(by_remote)} cameras, not {plan.devices}")
@@ -731,7 +774,7 @@ async def _run_jobs(
     if live_device is None:
         raise RuntimeError("the site has no live camera")
 
-    async def job(label: str, span: Span, *, with_cuts: bool = False) -> JobReading:
+    async def job(label: str, span: Span, *, cuts: str | None = None) -> JobReading:
         print(f"job {label}: {plan.devices} x {span.chunks} chunks ...", flush=True)
         return await run_job(
             client,
@@ -742,19 +785,19 @@ async def _run_jobs(
             span=span,
             site_info=site.info,
             plan=plan,
-            with_cuts=with_cuts,
+            cuts=cuts,
         )
 
     plain = await job("plain", spans[0])
-    cuts = await job(
-        f"cuts ({plan.cut_seconds:g} s every {plan.cut_every_s:g} s)", spans[1], with_cuts=True
-    )
+    every = f"{plan.cut_seconds:g} s every {plan.cut_every_s:g} s"
+    cuts = await job(f"cuts ({every}, line down)", spans[1], cuts=CUT_LINE)
+    resets = await job(f"cuts ({every}, link reset)", spans[2], cuts=CUT_RESET)
     await client.call(
         "PATCH",
         f"/sites/{site_id}",
         json={"retrieval": {"max_bandwidth_bps": plan.cap_bps, "parallel_devices": plan.parallel}},
     )
-    capped = await job("capped", spans[2])
+    capped = await job("capped", spans[3])
     watch = LiveWatch(client, by_remote[live_device])
     print(f"live: watching {live_device} through the central ...", flush=True)
     await watch.open()
@@ -763,16 +806,16 @@ async def _run_jobs(
         quiet_start_ns = time.time_ns()
         await asyncio.sleep(plan.live_seconds)
         quiet_end_ns = time.time_ns()
-        with_live = await job("capped + live", spans[3])
+        with_live = await job("capped + live", spans[4])
         await client.call(
             "PATCH", f"/sites/{site_id}", json={"retrieval": {"max_bandwidth_bps": None}}
         )
-        uncapped = await job("uncapped + live", spans[4])
+        uncapped = await job("uncapped + live", spans[5])
         arrivals = watch.arrivals()
     finally:
         await watch.close()
     return _Run(
-        goodput_jobs=[plain, cuts],
+        goodput_jobs=[plain, cuts, resets],
         capped_jobs=[capped, with_live],
         uncapped_live=uncapped,
         quiet_window_ns=(quiet_start_ns, quiet_end_ns),
@@ -839,6 +882,7 @@ def _findings(
         live,
         links_opened=len(sent.sessions),
         links_never_ended=len(sent.sessions_never_closed()),
+        sent=sent,
     )
 
 

@@ -70,6 +70,12 @@ class ShapedLink:
         route, where a host may answer for the site's address)."""
         _run(*self.run_inside(["ip", "link", "set", self.site_device, "down"]))
 
+    def reset_connections(self) -> None:
+        """End every TCP connection of the site at once, as a router that restarts or a
+        mobile line that changes its address does: the site's sockets are aborted and the
+        central's end gets a reset (`ss -K`)."""
+        _run(*self.run_inside(["ss", "-K", "state", "established"]))
+
     def heal(self) -> None:
         _run(*self.run_inside(["ip", "link", "set", self.site_device, "up"]))
 

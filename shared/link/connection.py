@@ -146,6 +146,17 @@ class LinkConnection:
         stream = self._receiving.get(request_id)
         return 0 if stream is None else stream.credit.outstanding
 
+    @property
+    def awaiting_transfer(self) -> bool:
+        """Whether the peer owes this side chunks: a transfer it asked for is open and has
+        credit the peer has not used. Silence then means the line or the peer is gone."""
+        return any(
+            isinstance(stream.request, m.TransferRequest)
+            and not stream.cancelling
+            and stream.credit.outstanding > 0
+            for stream in self._receiving.values()
+        )
+
     def ping(self, nonce: int) -> None:
         self._require_not_closed()
         self._control(m.Ping(nonce))

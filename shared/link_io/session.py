@@ -31,8 +31,14 @@ from shared.link.messages import FailureCode
 _log = logging.getLogger(__name__)
 
 DEFAULT_READ_TIMEOUT_S = 30.0
+STALL_PROBE_S = 2.0
+"""How long a transfer the peer owes chunks on may stay silent before this side pings to
+find out whether the connection still exists (see `LinkSession._keepalive_loop`). A site
+sends a transfer's chunks back to back, so two silent seconds mean the line or the peer's
+end is gone; the probe costs one small frame per silent stretch."""
 SEND_BATCH_BYTES = 64 * 1024
 _GOODBYE_FLUSH_TIMEOUT_S = 2.0
+_MIN_KEEPALIVE_WAIT_S = 0.05
 
 
 class WebSocketLike(Protocol):
@@ -92,6 +98,7 @@ class LinkSession:
         *,
         clock: Clock,
         read_timeout_s: float = DEFAULT_READ_TIMEOUT_S,
+        stall_probe_s: float = STALL_PROBE_S,
         server: RequestServer | None = None,
         client: AnswerListener | None = None,
     ) -> None:
@@ -99,6 +106,7 @@ class LinkSession:
         self._ws = websocket
         self._clock = clock
         self.read_timeout_s = read_timeout_s
+        self.stall_probe_s = stall_probe_s
         self.server = server
         self.client = client
         self.bytes_sent = 0
@@ -107,6 +115,8 @@ class LinkSession:
         self.end: SessionEnd | None = None
         self._wake = asyncio.Event()
         self._last_sent_ns = clock.monotonic_ns()
+        self._last_received_ns = clock.monotonic_ns()
+        self.stall_probes = 0
         self._nonces = itertools.count(1)
 
     def flush(self) -> None:
@@ -170,6 +180,7 @@ class LinkSession:
                 return
             if message.type is aiohttp.WSMsgType.BINARY:
                 self.bytes_received += len(message.data)
+                self._last_received_ns = self._clock.monotonic_ns()
                 for event in self.connection.receive(message.data):
                     self._route(event)
                 self.flush()
@@ -260,10 +271,35 @@ class LinkSession:
             await writer
 
     async def _keepalive_loop(self) -> None:
+        """Ping when this side has sent nothing for a third of the read timeout (so the
+        peer's read timeout never fires on a live link), and probe a stalled transfer: when
+        the peer owes chunks and nothing arrived for `stall_probe_s`, ping at once. A peer
+        whose end of the connection is gone (a router restarted, a mobile line changed its
+        address, the reset lost on the way) then answers with a reset as soon as the line
+        carries the ping, and the link ends in seconds instead of at the read timeout."""
         interval_s = self.read_timeout_s / 3
+        tick_s = min(interval_s, self.stall_probe_s)
+        probe_ns = round(self.stall_probe_s * NS_PER_S)
+        last_probe_ns = 0
         while not self.connection.closed:
-            await self._clock.sleep(interval_s)
-            idle_ns = self._clock.monotonic_ns() - self._last_sent_ns
-            if idle_ns >= interval_s * NS_PER_S * 0.9 and not self.connection.closed:
+            wait_s = tick_s
+            if self.connection.awaiting_transfer:  # wake when the silence would be a stall
+                due_ns = max(self._last_received_ns, last_probe_ns) + probe_ns
+                until_due_s = (due_ns - self._clock.monotonic_ns()) / NS_PER_S
+                wait_s = min(tick_s, max(_MIN_KEEPALIVE_WAIT_S, until_due_s))
+            await self._clock.sleep(wait_s)
+            if self.connection.closed:
+                return
+            now_ns = self._clock.monotonic_ns()
+            idle = now_ns - self._last_sent_ns >= interval_s * NS_PER_S * 0.9
+            stalled = (
+                self.connection.awaiting_transfer
+                and now_ns - self._last_received_ns >= probe_ns
+                and now_ns - last_probe_ns >= probe_ns
+            )
+            if idle or stalled:
+                if stalled:
+                    last_probe_ns = now_ns
+                    self.stall_probes += 1
                 self.connection.ping(next(self._nonces))
                 self.flush()
