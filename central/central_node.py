@@ -41,6 +41,7 @@ from central.ingest_writer import IngestWriter
 from central.live_feeds import LiveFeeds
 from central.receipt_book import ReceiptBook
 from central.retrieval.event_rules import EventRetrieval
+from central.retrieval.hold_renewal import HOLD_LIFETIME_S
 from central.retrieval.missed_chunks import MissedChunkRetrieval
 from central.retrieval.reconnect_retrieval import ReconnectRetrieval
 from central.retrieval.retrieval_service import RetrievalService
@@ -95,10 +96,12 @@ class CentralNode:
         *,
         clock: Clock,
         store_full_retry_s: float = STORE_FULL_RETRY_S,
+        hold_lifetime_s: float = HOLD_LIFETIME_S,
     ) -> None:
         self.config = config
         self.clock = clock
         self._store_full_retry_s = store_full_retry_s
+        self._hold_lifetime_s = hold_lifetime_s
         self.signer = opened.signer
         self.identity = opened.identity
         self.catalog = opened.catalog
@@ -123,11 +126,14 @@ class CentralNode:
         *,
         clock: Clock,
         store_full_retry_s: float = STORE_FULL_RETRY_S,
+        hold_lifetime_s: float = HOLD_LIFETIME_S,
     ) -> CentralNode:
         """Open keys, catalog and store (blocking: call it from a thread in async code).
 
         `store_full_retry_s`: how long a retrieval paused for room in the central's store
-        waits before it tries again, when no job released room meanwhile."""
+        waits before it tries again, when no job released room meanwhile;
+        `hold_lifetime_s`: how long a retrieval's holds at the site last (renewed before
+        they expire)."""
         signer = SiteSigner.load_or_create(config.central.signing_key)
         identity = None
         if config.api.scheme == "https":
@@ -170,6 +176,7 @@ class CentralNode:
             _Opened(signer, identity, catalog, store, receipts),
             clock=clock,
             store_full_retry_s=store_full_retry_s,
+            hold_lifetime_s=hold_lifetime_s,
         )
 
     @property
@@ -202,6 +209,7 @@ class CentralNode:
             held=self.store,
             space=RetrievalSpace(self.store, clock=clock),
             store_full_retry_s=self._store_full_retry_s,
+            hold_lifetime_s=self._hold_lifetime_s,
         )
         await retrieval_work.start()  # holds of jobs that ended while the central was down
         retrievals = RetrievalService(self.catalog, retrieval_work)

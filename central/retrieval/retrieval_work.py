@@ -39,9 +39,10 @@ Outcomes of a stream:
 - the link ends or the job is stopped: the stream stops where it is.
 
 A job is running while any of its streams runs, and becomes completed (or failed, if a
-stream failed) when all of its streams are. Holds: before a job's first stream starts, the
-run places a hold at the site on each device's span, so the site's retention does not
-delete what the job has yet to fetch; a refused hold, or a span the site's retention
+stream failed) when all of its streams are. Holds (`site_holds`): before a job's first
+stream starts, the run places a hold at the site on each device's span, so the site's
+retention does not delete what the job has yet to fetch, and renews them while the link
+lasts, before they expire (`hold_renewal`); a refused hold, or a span the site's retention
 already began to delete, marks the job at risk and raises the device's "retrieval_at_risk"
 notification (`at_risk_notice`), cleared when no unfinished job at risk has yet to finish
 the device's stream. The holds are released when the job ends (completed, failed or
@@ -66,16 +67,18 @@ from central.catalog.catalog import Catalog
 from central.catalog.errors import CatalogError, Conflict, NotFound
 from central.catalog.records import SiteRecord
 from central.ingest_writer import ChunkSink
-from central.retrieval.at_risk_notice import AtRiskNotice, DeviceRisk
+from central.retrieval.at_risk_notice import AtRiskNotice
 from central.retrieval.bandwidth_cap import BandwidthCap
 from central.retrieval.held_run import HeldRun, held_after_cursor, held_run
-from central.retrieval.job_records import JobState, JobStream, RetrievalJob
+from central.retrieval.hold_renewal import HOLD_LIFETIME_S, HoldRenewal
+from central.retrieval.job_locks import JobLocks
+from central.retrieval.job_records import JobState, RetrievalJob
 from central.retrieval.job_state import JobTransitionError, is_final, state_from_streams
 from central.retrieval.retrieval_space import HeldStream, RetrievalSpace
 from central.retrieval.retrieval_window import DailyWindow
+from central.retrieval.site_holds import SiteHolds
 from central.retrieval.site_schedule import StreamKey, has_started, streams_to_start
 from central.retrieval.stream_rate import RateReading, StreamRate
-from shared.api_input import format_instant, parse_instant
 from shared.clock import NS_PER_S, Clock
 from shared.link import messages as m
 from shared.link_io.client import (
@@ -113,8 +116,6 @@ SPAN_SETTLE_S = 30.0
 """A span is over at the site this long after its end (its last chunk sealed and stored);
 until then a stream that reached the end of what exists rests and asks again."""
 CATCH_UP_REST_S = 15.0
-HOLD_DAYS = 7
-"""How long a job's holds last at the site (renewed by each new link's run)."""
 NOTICE_STORE_FULL = "central_store_full"
 LINK_DOWN_REASON = "waiting for the site's link"
 
@@ -224,12 +225,14 @@ class RetrievalWork:
         held: HeldChunks | None = None,
         space: RetrievalSpace | None = None,
         store_full_retry_s: float = STORE_FULL_RETRY_S,
+        hold_lifetime_s: float = HOLD_LIFETIME_S,
     ) -> None:
         """`held`: the central's store, read to start each stream after what it holds of
         the span already (`held_run`); `space`: the room for retrievals in that store (its
         holds and budget). None, for tests of scheduling alone: nothing held, no holds.
         `store_full_retry_s`: how long a run paused for space waits before it tries again
-        when no hold was released meanwhile."""
+        when no hold was released meanwhile. `hold_lifetime_s`: how long a job's holds at
+        the site last (`HoldRenewal`: renewed during a link before they expire)."""
         self._catalog = catalog
         self._ingest = ingest
         self._clock = clock
@@ -243,6 +246,8 @@ class RetrievalWork:
             self._wake_all,
         )
         self._at_risk = AtRiskNotice(catalog, clock)
+        self._hold_renewal = HoldRenewal(hold_lifetime_s)
+        self._hold_turns = JobLocks()
 
     async def start(self) -> None:
         """Before the first link: clear the at-risk notifications whose jobs ended while
@@ -270,6 +275,8 @@ class RetrievalWork:
                 held=self._held_chunks,
                 room=self._room,
                 at_risk=self._at_risk,
+                hold_renewal=self._hold_renewal,
+                hold_turns=self._hold_turns,
             )
             state.run = run
             try:
@@ -351,6 +358,8 @@ class _SiteRun:
         held: HeldChunks | None,
         room: _CentralRoom,
         at_risk: AtRiskNotice,
+        hold_renewal: HoldRenewal,
+        hold_turns: JobLocks,
     ) -> None:
         self._catalog = catalog
         self._ingest = ingest
@@ -362,7 +371,7 @@ class _SiteRun:
         self.running: dict[StreamKey, asyncio.Task[None]] = {}
         self.rates: dict[StreamKey, StreamRate] = {}
         self._resting_until_ns: dict[StreamKey, int] = {}  # caught up with a span still recorded
-        self._held: set[str] = set()  # jobs whose holds this run placed or renewed
+        self._holds_due_ns: dict[str, int] = {}  # when each job's holds are placed again
         self._room = room
         self._at_risk = at_risk
         self._paused_until_ns: int | None = None  # the central's store was full
@@ -370,13 +379,23 @@ class _SiteRun:
         # Streams of one job end concurrently; one state change at a time, so a job's
         # final state is computed from what the others wrote.
         self._state_lock = asyncio.Lock()
+        self._holds = SiteHolds(
+            catalog,
+            clock,
+            site=site,
+            link=link,
+            renewal=hold_renewal,
+            locks=hold_turns,
+            at_risk=at_risk,
+            state_lock=self._state_lock,
+        )
         self._site_paces: bool | None = None  # None: not asked yet on this link
         self._paced_bps: int | None = None
 
     async def run(self) -> None:
         try:
             await self._room.tidy()
-            await self._tidy_holds()
+            await self._holds.tidy()
             while True:
                 self._state.changed.clear()
                 wake_in_s = await self._schedule()
@@ -390,8 +409,7 @@ class _SiteRun:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        async with self._state_lock:
-            await self._release_holds(await asyncio.to_thread(self._catalog.retrieval_job, job_id))
+        await self._holds.release_job(job_id)
         self._state.changed.set()
 
     # -- scheduling ----------------------------------------------------------------------------
@@ -416,9 +434,7 @@ class _SiteRun:
                 await self._room.tidy()  # reads the held bytes afresh
         window = _window_of(site)
         window_open = window is None or window.is_open(now_ns)
-        for job in jobs:
-            if job.job_id not in self._held:
-                await self._place_holds(job)
+        await self._place_due_holds(jobs, now_ns)
         for key, until_ns in list(self._resting_until_ns.items()):
             if until_ns <= now_ns:
                 del self._resting_until_ns[key]
@@ -450,6 +466,22 @@ class _SiteRun:
                 return self._soonest(now_ns, opens_ns)
         return self._soonest(now_ns, None)
 
+    async def _place_due_holds(self, jobs: list[RetrievalJob], now_ns: int) -> None:
+        """Place the holds of the jobs this run has not held yet, and renew those that fall
+        due (`HoldRenewal`), one job at a time."""
+        unfinished = {job.job_id for job in jobs}
+        for job_id in [j for j in self._holds_due_ns if j not in unfinished]:
+            del self._holds_due_ns[job_id]
+        for job in jobs:
+            due_ns = self._holds_due_ns.get(job.job_id)
+            if due_ns is not None and due_ns > now_ns:
+                continue
+            next_ns = await self._holds.place(job.job_id)
+            if next_ns is None:
+                self._holds_due_ns.pop(job.job_id, None)
+            else:
+                self._holds_due_ns[job.job_id] = next_ns
+
     def _apply_cap(self, rate_bps: int | None) -> None:
         """The cap as set now: the site paces to it, or, if its protocol cannot, the credit
         gate does."""
@@ -471,8 +503,13 @@ class _SiteRun:
         return UNPACED_WINDOW_BYTES
 
     def _soonest(self, now_ns: int, other_ns: int | None) -> float | None:
-        """Seconds until the window opens (`other_ns`) or a resting stream may go on."""
-        instants = [*self._resting_until_ns.values(), *([] if other_ns is None else [other_ns])]
+        """Seconds until the window opens (`other_ns`), a resting stream may go on, or a
+        job's holds fall due."""
+        instants = [
+            *self._resting_until_ns.values(),
+            *self._holds_due_ns.values(),
+            *([] if other_ns is None else [other_ns]),
+        ]
         if not instants:
             return None
         return max(0.0, (min(instants) - now_ns) / NS_PER_S)
@@ -798,7 +835,9 @@ class _SiteRun:
         )
 
     async def _end_stream(self, key: StreamKey, state: JobState, failure: str | None) -> None:
-        async with self._state_lock:
+        # The job's turn first: its holds are released here when it ends, never while they
+        # are placed or renewed.
+        async with self._holds.turn(key.job_id), self._state_lock:
             await self._end_stream_locked(key, state, failure)
 
     async def _end_stream_locked(
@@ -831,7 +870,7 @@ class _SiteRun:
             # Holds first: whoever sees the job ended sees its holds released. (A cut in
             # between leaves a job that places its holds again on the next link.) The
             # central's own holds go after: a crash in between leaves them to `tidy`.
-            await self._release_holds(job)
+            await self._holds.release(job)
             await self._write(catalog.set_retrieval_job_state, job.job_id, overall, reason=reason)
             await self._room.release(job.job_id)
 
@@ -853,155 +892,6 @@ class _SiteRun:
         space = self._room.space
         self._paused_at_releases = 0 if space is None else space.releases
         self._paused_until_ns = self._clock.now_ns() + int(self._room.retry_s * NS_PER_S)
-
-    # -- holds ---------------------------------------------------------------------------------
-
-    async def _place_holds(self, job: RetrievalJob) -> None:
-        """Hold the job's spans at the site, anew on each link (holds expire), one request
-        per device at once: the new holds are recorded, then the old ones released. A job
-        that ended while they were placed has them released at once. A hold refused, or a
-        span the site's retention already began to delete, flags the job at risk and raises
-        the device's notification."""
-        self._held.add(job.job_id)
-        expires_ns = self._clock.now_ns() + HOLD_DAYS * 86_400 * NS_PER_S
-        answers = await asyncio.gather(
-            *(
-                self._place_hold(job, stream, expires_ns)
-                for stream in job.streams
-                if not is_final(stream.state)
-            )
-        )
-        placed = [hold_id for ids, _ in answers for hold_id in ids]
-        risks = [risk for _, risk in answers if risk is not None]
-        async with self._state_lock:
-            now = await asyncio.to_thread(self._catalog.retrieval_job, job.job_id)
-            held = [*placed, *now.holds]
-            await asyncio.to_thread(self._catalog.set_retrieval_job_holds, job.job_id, held)
-            if is_final(now.state):
-                kept = await self._release_hold_ids(tuple(held))
-                await asyncio.to_thread(self._catalog.set_retrieval_job_holds, job.job_id, kept)
-                return
-            kept = await self._release_hold_ids(now.holds)
-            await asyncio.to_thread(
-                self._catalog.set_retrieval_job_holds, job.job_id, [*placed, *kept]
-            )
-        if risks:
-            flagged = await self._write(
-                self._catalog.set_retrieval_job_state,
-                job.job_id,
-                job.state,
-                reason=job.reason,
-                at_risk=True,
-            )
-            if flagged is not None:
-                await self._at_risk.raise_for(job.job_id, risks)
-
-    async def _place_hold(
-        self, job: RetrievalJob, stream: JobStream, expires_ns: int
-    ) -> tuple[list[int], DeviceRisk | None]:
-        """The holds placed for one stream of the job, and what of the device's span is at
-        risk: the site refused the hold (its reason), or its retention had already deleted
-        part of the span."""
-        try:
-            device = await asyncio.to_thread(self._catalog.device, stream.device_id)
-            answer = await self._link.place_hold(
-                device.remote_device_id,
-                streams=(stream.stream,),
-                start_ns=job.start_ns,
-                end_ns=job.end_ns,
-                expires_ns=expires_ns,
-                reason=f"retrieval {job.job_id}",
-            )
-        except RequestFailed as exc:
-            return [], DeviceRisk(
-                stream.device_id,
-                f"the site refused to hold the recordings ({stream.device_id}: "
-                f"{exc.message or exc.code}); its retention may delete them before they are "
-                "retrieved",
-            )
-        except NotFound:
-            return [], None
-        placed = [int(hold["id"]) for hold in answer["holds"]]
-        deleted = [
-            parse_instant("deleted_until", hold["deleted_until"])
-            for hold in answer["holds"]
-            if hold.get("deleted_until")
-        ]
-        if not deleted:
-            return placed, None
-        until_ns = min(max(deleted), job.end_ns)
-        lost_s = (until_ns - job.start_ns) / NS_PER_S
-        return placed, DeviceRisk(
-            stream.device_id,
-            f"the site's retention had already deleted part of the span ({stream.device_id}: "
-            f"before {format_instant(until_ns)} ({lost_s:.0f} s)); those recordings are lost",
-        )
-
-    async def _release_holds(self, job: RetrievalJob) -> None:
-        """Release the job's holds; those the link ended before reaching stay recorded, for
-        the next link to release."""
-        if job.holds:
-            kept = await self._release_hold_ids(job.holds)
-            await asyncio.to_thread(self._catalog.set_retrieval_job_holds, job.job_id, kept)
-
-    async def _release_hold_ids(self, hold_ids: tuple[int, ...]) -> list[int]:
-        """Release these holds at the site; the ones not released because the link ended."""
-        kept: list[int] = []
-        for hold_id in hold_ids:
-            try:
-                await self._link.release_hold(hold_id)
-            except RequestFailed:
-                pass  # already expired or released
-            except LinkLost:
-                kept.append(hold_id)
-        return kept
-
-    async def _tidy_holds(self) -> None:
-        """At the start of a link: release the holds of the site's jobs that ended while
-        the link was down, and the holds at the site that no job records.
-
-        A hold goes unrecorded when the link is cut (or the central killed) after the site
-        placed it and before its answer was recorded. Such a hold is recognised by its
-        device, stream and span, which are exactly one of the site's jobs' (the last ended
-        ones or the unfinished ones), and by its id, which no unfinished job holds."""
-        site_id = self._site.site_id
-        ended = await asyncio.to_thread(
-            self._catalog.retrieval_jobs,
-            states=(JobState.COMPLETED, JobState.FAILED, JobState.STOPPED),
-            site_id=site_id,
-            limit=100,
-        )
-        for job in ended:
-            await self._release_holds(job)
-        unfinished = await asyncio.to_thread(
-            self._catalog.unfinished_retrieval_jobs, site_id=site_id
-        )
-        recorded = {hold_id for job in unfinished for hold_id in job.holds}
-        ours = await asyncio.to_thread(self._held_spans, [*ended, *unfinished])
-        orphans = [
-            int(hold["id"])
-            for hold in await self._link.list_holds()
-            if int(hold["id"]) not in recorded
-            and (hold["device_id"], hold["stream"], hold["start_ns"], hold["end_ns"]) in ours
-        ]
-        if orphans:
-            _log.info("%s: releasing %d holds no job records", self._site.name, len(orphans))
-            await self._release_hold_ids(tuple(orphans))
-
-    def _held_spans(self, jobs: list[RetrievalJob]) -> set[tuple[str, str, int, int]]:
-        """(remote device, stream, start, end) of every hold these jobs place."""
-        remote: dict[str, str] = {}
-        spans = set()
-        for job in jobs:
-            for stream in job.streams:
-                if stream.device_id not in remote:
-                    try:
-                        device = self._catalog.device(stream.device_id)
-                    except NotFound:
-                        continue
-                    remote[stream.device_id] = device.remote_device_id
-                spans.add((remote[stream.device_id], stream.stream, job.start_ns, job.end_ns))
-        return spans
 
 
 def _window_of(site: SiteRecord) -> DailyWindow | None:

@@ -81,12 +81,17 @@ def pinned(fingerprint: str) -> aiohttp.Fingerprint:
 
 @contextlib.asynccontextmanager
 async def running_central(
-    directory: Path, *, links_toml: str = "", store_full_retry_s: float | None = None
+    directory: Path,
+    *,
+    links_toml: str = "",
+    store_full_retry_s: float | None = None,
+    hold_lifetime_s: float | None = None,
 ) -> AsyncIterator[RunningCentral]:
     """A central in `directory` (made if needed), serving HTTPS on a free loopback port.
 
     `links_toml` replaces the `[links]` settings (say, a short offline notice for tests);
-    `store_full_retry_s` the retry delay of retrievals paused for room (default: the node's).
+    `store_full_retry_s` the retry delay of retrievals paused for room, `hold_lifetime_s`
+    the lifetime of retrievals' holds at the site (default: the node's).
     """
     clock = SystemClock()
     config_path = directory / "central.toml"
@@ -99,8 +104,12 @@ async def running_central(
             head, _, _ = text.partition("[links]")
             config_path.write_text(head + "[links]\n" + links_toml + "\n")
     config = load_central_config(config_path)
-    retry = {} if store_full_retry_s is None else {"store_full_retry_s": store_full_retry_s}
-    opening = functools.partial(CentralNode.open, config, clock=clock, **retry)
+    tuning: dict[str, float] = {}
+    if store_full_retry_s is not None:
+        tuning["store_full_retry_s"] = store_full_retry_s
+    if hold_lifetime_s is not None:
+        tuning["hold_lifetime_s"] = hold_lifetime_s
+    opening = functools.partial(CentralNode.open, config, clock=clock, **tuning)
     node = await asyncio.to_thread(opening)
     try:
         await node.start(port=0)
