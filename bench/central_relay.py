@@ -144,6 +144,8 @@ async def measure(
     stored_before = None if store is None else await asyncio.to_thread(store.chunks)
     packets_before = group.packets()
     marks = group.marks()
+    # Marks the window for whoever profiles the server meanwhile (py-spy on its pid).
+    print(f"  window: {mode}, {streams} streams, {seconds:.0f} s from now", flush=True)
     window.start()
     await asyncio.sleep(seconds)
     shares = window.stop()
@@ -266,7 +268,9 @@ async def main(
             remote = sorted(camera_sites)
             print(
                 f"{max(counts)} cameras on {sites} site(s), central and sites ready "
-                f"in {time.monotonic() - started:.0f} s; windows of {seconds:.0f} s"
+                f"in {time.monotonic() - started:.0f} s; windows of {seconds:.0f} s; "
+                f"central pid {central.pid}",
+                flush=True,
             )
             idle = CpuWindow({"central": central.pid})
             idle.start()

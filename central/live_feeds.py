@@ -68,16 +68,19 @@ class LiveRefused(Exception):
 
 @dataclass
 class FeedState:
-    """What a viewer is told: streaming, or interrupted and why."""
+    """What a viewer is told: streaming, or interrupted and why. Each change notifies the
+    feed's viewers (`LiveViewer.notify`), so a viewer's reader waits at one place for its
+    packets and for this."""
 
     streaming: bool = False
     reason: str = "starting"
-    changed: asyncio.Event = field(default_factory=asyncio.Event)
+    viewers: set[LiveViewer] = field(default_factory=set)
 
     def set(self, streaming: bool, reason: str) -> None:
         if (self.streaming, self.reason) != (streaming, reason):
             self.streaming, self.reason = streaming, reason
-            self.changed.set()
+            for viewer in self.viewers:
+                viewer.notify()
 
 
 @dataclass
@@ -147,7 +150,11 @@ class LiveFeeds:
         self._ensure_running(feed)
         try:
             with self.relay.subscribe(device_id, LIVE_STREAM) as viewer:
-                yield LiveWatch(viewer, feed.state)
+                feed.state.viewers.add(viewer)
+                try:
+                    yield LiveWatch(viewer, feed.state)
+                finally:
+                    feed.state.viewers.discard(viewer)
         finally:
             feed.viewers -= 1
             if feed.viewers == 0:

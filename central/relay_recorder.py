@@ -240,7 +240,7 @@ class RelayRecorder:
             )
         # The signature is checked once, by `accept_chunk` below (it costs more than the
         # rest of the rebuild together); a forged header is refused there, before anything
-        # is consumed.
+        # is consumed. The header is decoded, and the payload hashed, only here.
         if not header.packets:
             return ChunkRefused(header.seq, "its header lists no packets")
         missing = self._packets_missing(header)
@@ -266,6 +266,8 @@ class RelayRecorder:
                 header_bytes,
                 signature,
                 payload,
+                decoded=header,
+                payload_checked=True,
             )
         except ChunkRejected as exc:
             return ChunkRefused(header.seq, str(exc))

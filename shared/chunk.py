@@ -186,11 +186,20 @@ class SignedChunk:
     header: ChunkHeader
 
     @classmethod
-    def from_parts(cls, header_bytes: bytes, signature: bytes, payload: bytes) -> SignedChunk:
-        """Decode the header; structural checks only (no signature or hash check here)."""
+    def from_parts(
+        cls,
+        header_bytes: bytes,
+        signature: bytes,
+        payload: bytes,
+        *,
+        decoded: ChunkHeader | None = None,
+    ) -> SignedChunk:
+        """Decode the header (`decoded`: the caller has, from these very bytes); structural
+        checks only (no signature or hash check here)."""
         if len(signature) != SIGNATURE_BYTES:
             raise ChunkFormatError(f"chunk signature must be {SIGNATURE_BYTES} bytes")
-        return cls(header_bytes, signature, payload, ChunkHeader.decode(header_bytes))
+        header = ChunkHeader.decode(header_bytes) if decoded is None else decoded
+        return cls(header_bytes, signature, payload, header)
 
     @property
     def chunk_hash(self) -> bytes:

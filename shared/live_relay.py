@@ -14,6 +14,11 @@ link's live stream) get it in order with the packets, so every packet of the chu
 before its seal: a receiver that kept the packets can rebuild the chunk exactly as the site
 stored it. A viewer that loses its backlog keeps the seals in it (they are small), so the
 receiver learns which chunk it could not rebuild; seals are bounded by the backlog too.
+
+Notices: whoever holds a viewer may have news for it that is not in the stream (the
+central: its feed stopped or resumed). `LiveViewer.notify` wakes the viewer's reader, which
+takes packets and notices at one waiting point (`next_batch_or_notice`), so it need not
+wait on the stream and on the news separately.
 """
 
 from __future__ import annotations
@@ -61,6 +66,15 @@ class LiveBatch:
 
 
 @dataclass(frozen=True, slots=True)
+class LiveNotice:
+    """The viewer was notified (`LiveViewer.notify`): its holder has news; the news itself
+    is wherever the holder keeps it."""
+
+
+LIVE_NOTICE = LiveNotice()
+
+
+@dataclass(frozen=True, slots=True)
 class _CodecChange:
     codec: bytes
 
@@ -79,6 +93,7 @@ class LiveViewer:
         self._seal_count = 0
         self._bytes = 0
         self._waiting_for_keyframe = True
+        self._notified = False
         self._ready = asyncio.Event()
         self.dropped_packets = 0
         self.dropped_seals = 0
@@ -118,6 +133,12 @@ class LiveViewer:
             self._drop_oldest_seal()
         self._ready.set()
 
+    def notify(self) -> None:
+        """Wake the viewer's reader with news from its holder: `next_batch_or_notice`
+        returns `LIVE_NOTICE` next (once, however often this was called meanwhile)."""
+        self._notified = True
+        self._ready.set()
+
     async def next_batch(self) -> tuple[bytes | None, tuple[MediaPacket, ...]]:
         """The codec if it is new, and the packets waiting (at least one), up to a batch.
 
@@ -127,12 +148,32 @@ class LiveViewer:
             if isinstance(item, LiveBatch):
                 return item.codec, item.packets
 
+    async def next_batch_or_notice(self) -> LiveBatch | LiveNotice:
+        """`LIVE_NOTICE` if the viewer was notified since the last call, else the next batch
+        as `next_batch` gives it; waits for whichever comes first. For viewers without
+        seals."""
+        while True:
+            if self._notified:
+                self._notified = False
+                return LIVE_NOTICE
+            if self._packet_count or self._seal_count:
+                item = self._take()
+                if isinstance(item, LiveBatch):
+                    return item
+                continue
+            self._ready.clear()
+            await self._ready.wait()
+
     async def next_item(self) -> LiveBatch | LiveSeal:
         """The next seal, or the packets waiting up to the next seal (at least one), up to
         a batch, with the codec if it changed before them."""
         while not (self._packet_count or self._seal_count):
             self._ready.clear()
             await self._ready.wait()
+        return self._take()
+
+    def _take(self) -> LiveBatch | LiveSeal:
+        """What `next_item` returns, when there is a packet or a seal to take."""
         for index, entry in enumerate(self._entries):
             if isinstance(entry, LiveSeal):
                 # A codec change before it stays: it applies to the packets after the seal.

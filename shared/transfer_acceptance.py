@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
-from shared.chunk import ChunkFormatError, SignedChunk
+from shared.chunk import ChunkFormatError, ChunkHeader, SignedChunk
 from shared.signing import verify_signature
 
 
@@ -57,10 +57,18 @@ def accept_chunk(
     header: bytes,
     signature: bytes,
     payload: bytes,
+    *,
+    decoded: ChunkHeader | None = None,
+    payload_checked: bool = False,
 ) -> AcceptedChunk:
-    """The chunk, checked as the module docstring says; ChunkRejected otherwise."""
+    """The chunk, checked as the module docstring says; ChunkRejected otherwise.
+
+    A caller that has already decoded `header` passes it as `decoded`, and one that has
+    already compared the payload's SHA-256 with the hash the header names says so with
+    `payload_checked`; neither is done twice. The rest (the names, the signature, the
+    chain) is always checked here."""
     try:
-        chunk = SignedChunk.from_parts(header, signature, payload)
+        chunk = SignedChunk.from_parts(header, signature, payload, decoded=decoded)
     except ChunkFormatError as exc:
         raise ChunkRejected(f"malformed chunk header: {exc}") from None
     h = chunk.header
@@ -72,7 +80,9 @@ def accept_chunk(
         )
     if not verify_signature(expectation.public_key, header, signature):
         raise ChunkRejected(f"{where}: the signature does not verify with the site's key")
-    if len(payload) != h.payload_size or hashlib.sha256(payload).digest() != h.payload_sha256:
+    if not payload_checked and (
+        len(payload) != h.payload_size or hashlib.sha256(payload).digest() != h.payload_sha256
+    ):
         raise ChunkRejected(f"{where}: the payload is not the one the header names")
     if cursor.seq is None:
         return AcceptedChunk(chunk, 0)

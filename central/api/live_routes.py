@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import Any
 
 import msgpack
 from aiohttp import WSMsgType, web
@@ -32,6 +31,7 @@ from central.auth import Action
 from central.live_feeds import LiveRefused, LiveWatch
 from shared.api_input import query_values
 from shared.fragmented_mp4 import FragmentedMp4Writer
+from shared.live_relay import LiveBatch
 from shared.media import CodecConfig, MediaFormatError
 
 _log = logging.getLogger(__name__)
@@ -81,10 +81,11 @@ async def _until_client_closes(socket: web.WebSocketResponse) -> None:
 
 
 async def _send_live(socket: web.WebSocketResponse, watch: LiveWatch, device_id: str) -> None:
+    """The feed's state when it changes, and its packets as MP4, until cancelled. One
+    waiting point: the viewer gives the next batch, or a notice when the state changed."""
     state = watch.state
     writer: FragmentedMp4Writer | None = None
     shown: tuple[bool, str] | None = None
-    batch_task: asyncio.Task[Any] = asyncio.create_task(watch.viewer.next_batch())
     try:
         while True:
             if (state.streaming, state.reason) != shown:
@@ -99,19 +100,11 @@ async def _send_live(socket: web.WebSocketResponse, watch: LiveWatch, device_id:
                 )
                 if not state.streaming:
                     writer = None  # after an interruption a new init segment starts over
-            state.changed.clear()
-            changed = asyncio.create_task(state.changed.wait())
-            try:
-                await asyncio.wait({batch_task, changed}, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                changed.cancel()
-            if not batch_task.done():
-                continue
-            codec_wire, packets = batch_task.result()
-            batch_task = asyncio.create_task(watch.viewer.next_batch())
-            out: list[bytes] = []
-            if codec_wire is not None:
-                codec = CodecConfig.from_wire(msgpack.unpackb(codec_wire, raw=False))
+            item = await watch.viewer.next_batch_or_notice()
+            if not isinstance(item, LiveBatch):
+                continue  # the state changed: shown above
+            if item.codec is not None:
+                codec = CodecConfig.from_wire(msgpack.unpackb(item.codec, raw=False))
                 if writer is None:
                     writer = FragmentedMp4Writer(codec)
                     await _send_init(socket, writer.mime_type, writer.init_segment)
@@ -120,14 +113,12 @@ async def _send_live(socket: web.WebSocketResponse, watch: LiveWatch, device_id:
                     await _send_init(socket, writer.mime_type, init)
             if writer is None:
                 continue  # packets before the codec: nothing to show them with
-            out = [fragment.data for fragment in writer.fragments(packets)]
+            out = [fragment.data for fragment in writer.fragments(item.packets)]
             if out:
-                await _send_bytes(socket, b"".join(out))
+                await _send_bytes(socket, out[0] if len(out) == 1 else b"".join(out))
     except MediaFormatError as exc:
         _log.warning("live %s cannot be sent as MP4: %s", device_id, exc)
         await _send_json(socket, {"type": "status", "state": "interrupted", "reason": str(exc)})
-    finally:
-        batch_task.cancel()
 
 
 async def _send_init(socket: web.WebSocketResponse, mime: str, init: bytes) -> None:

@@ -140,7 +140,38 @@ def _live_packets(value: Any, where: str) -> tuple[m.LivePacket, ...]:
         raise _fail(where, f"expected a list, got {type(value).__name__}")
     if len(value) > MAX_LIVE_PACKETS:
         raise ProtocolError(ErrorCode.OVERSIZED, f"{where}: more than {MAX_LIVE_PACKETS} packets")
+    packets = _plain_live_packets(value)
+    if packets is not None:
+        return packets
+    # Something is off (or merely unusual): check field by field, naming what is wrong.
     return tuple(_live_packet(v, f"{where}[{i}]") for i, v in enumerate(value))
+
+
+def _plain_live_packets(value: list[Any]) -> tuple[m.LivePacket, ...] | None:
+    """The packets when every field has exactly the type msgpack gives for a valid packet
+    and is within bounds, checked in one pass without naming anything (the live stream's
+    every packet comes through here); None when any is not, for `_live_packet` to say why."""
+    packets = []
+    for item in value:
+        if type(item) is not list or len(item) != 6:
+            return None
+        pts, dts, duration, keyframe, wall_ns, data = item
+        if not (
+            type(pts) is int
+            and type(dts) is int
+            and type(duration) is int
+            and type(wall_ns) is int
+            and type(keyframe) is bool
+            and type(data) is bytes
+            and _I64_MIN <= pts <= _I64_MAX
+            and _I64_MIN <= dts <= _I64_MAX
+            and 0 <= duration <= _I64_MAX
+            and _I64_MIN <= wall_ns <= _I64_MAX
+            and len(data) <= MAX_CHUNK_PAYLOAD_BYTES
+        ):
+            return None
+        packets.append(m.LivePacket(pts, dts, duration, keyframe, wall_ns, data))
+    return tuple(packets)
 
 
 _SPECS: dict[type[Any], tuple[int, tuple[Check, ...]]] = {
@@ -214,6 +245,10 @@ _SPECS: dict[type[Any], tuple[int, tuple[Check, ...]]] = {
 }
 _BY_CODE = {code: (cls, checks) for cls, (code, checks) in _SPECS.items()}
 _FIELD_NAMES = {cls: tuple(f.name for f in fields(cls)) for cls in _SPECS}
+_FIELD_PLACES = {
+    cls: tuple(f"{cls.__name__}.{name}" for name in names) for cls, names in _FIELD_NAMES.items()
+}
+"""Where each field is, as a refusal names it ("LivePackets.packets")."""
 
 
 def _to_wire(value: Any) -> Any:
@@ -252,15 +287,15 @@ def decode_message(body: bytes) -> m.Message:
     if spec is None:
         raise ProtocolError(ErrorCode.MALFORMED, f"unknown message type {code!r}")
     cls, checks = spec
-    names = _FIELD_NAMES[cls]
     if len(items) != len(checks) + 1:
+        names = _FIELD_NAMES[cls]
         raise ProtocolError(
             ErrorCode.MALFORMED,
             f"{cls.__name__}: {len(items) - 1} fields, expected {len(checks)} ({', '.join(names)})",
         )
     values = [
-        check(value, f"{cls.__name__}.{name}")
-        for check, value, name in zip(checks, items[1:], names, strict=True)
+        check(value, where)
+        for check, value, where in zip(checks, items[1:], _FIELD_PLACES[cls], strict=True)
     ]
     message: m.Message = cls(*values)
     return message

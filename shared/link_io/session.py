@@ -183,7 +183,11 @@ class LinkSession:
                 self._last_received_ns = self._clock.monotonic_ns()
                 for event in self.connection.receive(message.data):
                     self._route(event)
-                self.flush()
+                # A reply the connection queued itself (Pong, a StreamEnd for a Cancel, a
+                # Goodbye), or anything routing queued; most messages (live packets) queue
+                # nothing, and waking the writer for nothing costs the loop a task step.
+                if self.connection.wants_to_send:
+                    self.flush()
             elif message.type is aiohttp.WSMsgType.TEXT:
                 detail = "a text WebSocket message; the link sends binary frames only"
                 self.connection.close(ErrorCode.MALFORMED, detail)

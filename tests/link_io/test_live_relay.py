@@ -1,11 +1,21 @@
 """The live relay: cached GOP for a new viewer, a slow viewer skips to the next keyframe,
-the site is told when a device gets its first viewer and loses its last, and viewers that
-take seals get each stored chunk's seal after its packets."""
+the site is told when a device gets its first viewer and loses its last, viewers that
+take seals get each stored chunk's seal after its packets, and a notice wakes a viewer's
+reader once."""
 
 from __future__ import annotations
 
+import asyncio
+
 from shared.chunk import GENESIS_HASH, ChunkDraft, SignedChunk, seal_chunk
-from shared.live_relay import LiveBatch, LiveRelay, LiveSeal, LiveViewer, codec_wire
+from shared.live_relay import (
+    LIVE_NOTICE,
+    LiveBatch,
+    LiveRelay,
+    LiveSeal,
+    LiveViewer,
+    codec_wire,
+)
 from shared.media import CodecConfig, MediaKind, MediaPacket
 from shared.signing import SiteSigner
 
@@ -142,3 +152,41 @@ async def test_a_codec_change_comes_with_the_packets_after_it() -> None:
     assert isinstance(new, LiveBatch)
     assert new.codec == codec_wire(other)
     assert [p.pts for p in new.packets] == [1]
+
+
+async def test_a_notice_wakes_the_viewer_once_ahead_of_the_waiting_packets() -> None:
+    relay = LiveRelay()
+    relay.set_codec("cam", "lq", CODEC)
+    with relay.subscribe("cam", "lq") as viewer:
+        waiting = asyncio.create_task(viewer.next_batch_or_notice())
+        await asyncio.sleep(0.01)
+        assert not waiting.done()  # nothing to take yet
+        viewer.notify()
+        assert await asyncio.wait_for(waiting, 1) is LIVE_NOTICE
+        relay.publish("cam", _packet(0, key=True))
+        relay.publish("cam", _packet(1, key=False))
+        viewer.notify()
+        viewer.notify()  # two notices before the reader came: it hears of them once
+        notice = await viewer.next_batch_or_notice()
+        batch = await viewer.next_batch_or_notice()
+        waiting = asyncio.create_task(viewer.next_batch_or_notice())
+        await asyncio.sleep(0.01)
+        assert not waiting.done()  # the notice was taken once, the packets once
+        waiting.cancel()
+    assert notice is LIVE_NOTICE
+    assert isinstance(batch, LiveBatch)
+    assert batch.codec is not None
+    assert [p.pts for p in batch.packets] == [0, 1]
+
+
+async def test_a_reader_of_batches_only_is_not_woken_by_a_notice() -> None:
+    relay = LiveRelay()
+    relay.set_codec("cam", "lq", CODEC)
+    with relay.subscribe("cam", "lq") as viewer:
+        reading = asyncio.create_task(viewer.next_batch())
+        viewer.notify()
+        await asyncio.sleep(0.01)
+        assert not reading.done()
+        relay.publish("cam", _packet(0, key=True))
+        _, packets = await asyncio.wait_for(reading, 1)
+    assert [p.pts for p in packets] == [0]
