@@ -36,11 +36,9 @@ from central.catalog.errors import InvalidRecord
 from central.catalog.records import (
     SCHEMES,
     HardwareDiff,
-    NewDevice,
     NewSite,
     RetrievalSettings,
     SiteRecord,
-    StreamInfo,
 )
 from central.site_device_list import DeviceListError, discovered_devices
 from central.site_probe import ProbedSite, SiteAddress, SiteProbeError, probe_site
@@ -48,7 +46,6 @@ from central.site_registry import SiteRegistry
 from central.unreported_hardware import UnreportedHardware
 from shared.clock import NS_PER_S, Clock
 from shared.link_io.client import LinkLost, RequestFailed
-from shared.media import MediaKind
 
 DEFAULT_SITE_PORT = 8443
 ENROLMENT_TTL_S = 7 * 86_400
@@ -141,7 +138,7 @@ class SiteManagement:
                 time_zone=probed.time_zone,
             )
             site, _ = await asyncio.to_thread(
-                self._catalog.add_site, new_site, settings.password, probed_devices(probed)
+                self._catalog.add_site, new_site, settings.password, list(probed.devices)
             )
         self._registry.site_added(site.site_id)
         return site
@@ -269,23 +266,6 @@ class SiteManagement:
 def _pin(settings: SiteSettings) -> str | None:
     """The pin to store (the catalog normalises its form); none over HTTP."""
     return settings.fingerprint if settings.scheme == "https" else None
-
-
-def probed_devices(probed: ProbedSite) -> list[NewDevice]:
-    devices = []
-    for device in probed.devices:
-        streams = tuple(
-            StreamInfo(name=name, media_kind=MediaKind(media)) for name, media in device.streams
-        )
-        devices.append(
-            NewDevice(
-                remote_device_id=device.remote_device_id,
-                kind=device.kind,  # type: ignore[arg-type]
-                original_name=device.name,
-                streams=streams,
-            )
-        )
-    return devices
 
 
 MIN_RETRIEVAL_CAP_BPS = 256_000

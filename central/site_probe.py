@@ -21,11 +21,13 @@ import errno
 import ipaddress
 import socket
 import ssl
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import aiohttp
 
+from central.catalog.records import NewDevice
+from central.site_device_list import DeviceListError, discovered_devices
 from shared.clock import Clock
 from shared.link_io.client import LinkLost, RequestFailed
 from shared.link_io.dialing import DialError, DialFailure, connect_to_site
@@ -61,14 +63,6 @@ class SiteAddress:
 
 
 @dataclass(frozen=True, slots=True)
-class ProbedDevice:
-    remote_device_id: str
-    kind: str
-    name: str
-    streams: tuple[tuple[str, str], ...]  # (stream name, media kind)
-
-
-@dataclass(frozen=True, slots=True)
 class ProbedSite:
     remote_site_id: str
     name: str
@@ -77,7 +71,9 @@ class ProbedSite:
     time_zone: str
     fingerprint: str | None
     public_key: bytes
-    devices: tuple[ProbedDevice, ...]
+    devices: tuple[NewDevice, ...]
+    """Read as every device list from a site is (`central/site_device_list.py`): with
+    each stream's format where the site reports it."""
 
 
 async def probe_site(
@@ -186,28 +182,17 @@ def _wrong_scheme(address: SiteAddress) -> SiteProbeError:
     )
 
 
-def _probed(
-    info: Mapping[str, object], devices: Sequence[Mapping[str, object]], address: SiteAddress
-) -> ProbedSite:
+def _probed(info: Mapping[str, object], devices: object, address: SiteAddress) -> ProbedSite:
     def text(mapping: Mapping[str, object], key: str) -> str:
         value = mapping.get(key)
         if not isinstance(value, str):
             raise SiteProbeError("site", f"{address.base_url}: the site's {key!r} is missing")
         return value
 
-    probed_devices = []
-    for device in devices:
-        raw_streams = device.get("streams")
-        streams: list[tuple[str, str]] = []
-        if isinstance(raw_streams, list):
-            for stream in raw_streams:
-                if isinstance(stream, Mapping):
-                    streams.append((text(stream, "name"), text(stream, "media")))
-        probed_devices.append(
-            ProbedDevice(
-                text(device, "id"), text(device, "kind"), text(device, "name"), tuple(streams)
-            )
-        )
+    try:
+        probed_devices = discovered_devices(devices)
+    except DeviceListError as exc:
+        raise SiteProbeError("site", f"{address.base_url}: its device list: {exc}") from exc
     try:
         public_key = bytes.fromhex(text(info, "public_key"))
     except ValueError as exc:

@@ -1,7 +1,9 @@
 """Finding sites to add: zeroconf browsing and address scans (see `central/site_discovery.py`).
 
 Candidates only: adding one still goes through `POST /api/v1/sites` with its account,
-password and fingerprint (compare the fingerprint found with what the site shows).
+password and fingerprint (compare the fingerprint found with what the site shows). A found
+entry's `address`, `port`, `scheme` and `fingerprint` are named as that request names them;
+`addresses` lists every address the site announced, `address` first.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ def discovery_routes() -> list[ApiRoute]:
 
 def _found_json(discovery: SiteDiscovery, found: FoundSite) -> dict[str, object]:
     return {
+        "address": found.address,
         "addresses": list(found.addresses),
         "port": found.port,
         "scheme": found.scheme,

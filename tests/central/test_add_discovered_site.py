@@ -73,9 +73,10 @@ def _other_fingerprint(fingerprint: str) -> str:
 
 
 def _add_body(found: dict[str, Any], *, fingerprint: str | None = None) -> dict[str, object]:
-    """`POST /sites` with what discovery found (its first address) and the agent's admin."""
+    """`POST /sites` with what discovery found, under the names it found them, and the
+    agent's admin."""
     return {
-        "address": found["addresses"][0],
+        "address": found["address"],
         "port": found["port"],
         "scheme": found["scheme"],
         "fingerprint": found["fingerprint"] if fingerprint is None else fingerprint,
@@ -145,6 +146,7 @@ async def test_a_site_found_by_an_address_scan_is_added_with_what_the_scan_found
         assert (job["done"], job["total"]) == (3, 3)
         [found] = job["found"]  # one agent, on one address and one of the ports
         assert found == {
+            "address": "127.0.0.1",
             "addresses": ["127.0.0.1"],
             "port": agent.port,
             "scheme": "https",
@@ -204,6 +206,7 @@ async def test_a_site_found_by_zeroconf_is_added_with_what_its_advertisement_sai
                 pytest.skip("multicast on loopback does not carry zeroconf on this machine")
             raise AssertionError("the agent is heard on loopback, but not by the central's API")
         assert found == {
+            "address": "127.0.0.1",
             "addresses": ["127.0.0.1"],
             "port": agent.port,
             "scheme": "https",

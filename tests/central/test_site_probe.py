@@ -56,7 +56,13 @@ async def test_a_right_probe_reads_identity_and_the_granted_devices(tmp_path: Pa
         ("cam-a", "camera"),
         ("door", "input"),
     ]
-    assert ("lq", "video") in devices[0].streams
+    formats = {
+        s.name: (s.media_kind.value, s.codec, s.width, s.height, s.frame_rate)
+        for s in devices[0].streams
+    }
+    # The formats the site reports are kept, for the catalog to store at the site's add.
+    assert formats["lq"] == ("video", "h264", 160, 90, 5.0)
+    assert formats["hq"] == ("video", "h264", 320, 180, 10.0)
 
 
 @pytest.mark.parametrize(

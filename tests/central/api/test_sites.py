@@ -52,6 +52,15 @@ async def test_a_site_added_by_address_comes_online_with_its_devices(tmp_path: P
             assert device["name"] == device["original_name"]
             assert device["kind"] in DEVICE_KINDS
             assert device["online"] is True
+        [cam_a] = [d for d in devices if d["remote_device_id"] == "cam-a"]
+        lq = next(s for s in cam_a["streams"] if s["name"] == "lq")
+        assert (lq["media"], lq["codec"], lq["width"], lq["height"], lq["frame_rate"]) == (
+            "video",
+            "h264",
+            160,
+            90,
+            5.0,
+        )
         kinds = {d["remote_device_id"]: d["kind"] for d in devices}
         assert (kinds["cam-a"], kinds["cam-a.mic"], kinds["door"]) == (
             "camera",
