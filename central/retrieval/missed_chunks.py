@@ -197,4 +197,3 @@ def _log_job(device_id: str, chunks: int, job: RetrievalJob) -> None:
         (job.end_ns - job.start_ns) / NS_PER_S,
         job.job_id,
     )
-

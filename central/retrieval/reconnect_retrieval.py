@@ -132,7 +132,6 @@ class ReconnectRetrieval:
                 gaps.append((device, start_ns))
         return gaps
 
-
     def _holes(self, site: SiteRecord) -> list[tuple[DeviceRecord, Interval]]:
         """(device, span of missing seqs) for each hole just before the central's head of
         a device recorded under `always` that no job covered (blocking)."""

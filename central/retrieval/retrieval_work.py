@@ -71,7 +71,6 @@ from central.retrieval.at_risk_notice import AtRiskNotice
 from central.retrieval.bandwidth_cap import BandwidthCap
 from central.retrieval.held_run import HeldRun, held_after_cursor, held_run
 from central.retrieval.hold_renewal import HOLD_LIFETIME_S, HoldRenewal
-from central.retrieval.job_locks import JobLocks
 from central.retrieval.job_records import JobState, RetrievalJob
 from central.retrieval.job_state import JobTransitionError, is_final, state_from_streams
 from central.retrieval.retrieval_space import HeldStream, RetrievalSpace
@@ -79,6 +78,7 @@ from central.retrieval.retrieval_window import DailyWindow
 from central.retrieval.site_holds import SiteHolds
 from central.retrieval.site_schedule import StreamKey, has_started, streams_to_start
 from central.retrieval.stream_rate import RateReading, StreamRate
+from central.retrieval.turns import Turns
 from shared.clock import NS_PER_S, Clock
 from shared.link import messages as m
 from shared.link_io.client import (
@@ -247,7 +247,8 @@ class RetrievalWork:
         )
         self._at_risk = AtRiskNotice(catalog, clock)
         self._hold_renewal = HoldRenewal(hold_lifetime_s)
-        self._hold_turns = JobLocks()
+        self._hold_turns = Turns[str]()
+        self._commit_turns = Turns[StreamKey]()
 
     async def start(self) -> None:
         """Before the first link: clear the at-risk notifications whose jobs ended while
@@ -277,6 +278,7 @@ class RetrievalWork:
                 at_risk=self._at_risk,
                 hold_renewal=self._hold_renewal,
                 hold_turns=self._hold_turns,
+                commit_turns=self._commit_turns,
             )
             state.run = run
             try:
@@ -359,7 +361,8 @@ class _SiteRun:
         room: _CentralRoom,
         at_risk: AtRiskNotice,
         hold_renewal: HoldRenewal,
-        hold_turns: JobLocks,
+        hold_turns: Turns[str],
+        commit_turns: Turns[StreamKey],
     ) -> None:
         self._catalog = catalog
         self._ingest = ingest
@@ -389,6 +392,7 @@ class _SiteRun:
             at_risk=at_risk,
             state_lock=self._state_lock,
         )
+        self._commit_turns = commit_turns
         self._site_paces: bool | None = None  # None: not asked yet on this link
         self._paced_bps: int | None = None
 
@@ -614,6 +618,13 @@ class _SiteRun:
             return None if marked is None else job
 
     async def _retrieve(self, key: StreamKey, job: RetrievalJob) -> None:
+        # A commit the previous link began finishes first (`_commit`): the cursor the
+        # stream starts from is then the one after it, and that chunk is not asked for again.
+        async with self._commit_turns.turn(key):
+            pass
+        await self._retrieve_from_cursor(key, job)
+
+    async def _retrieve_from_cursor(self, key: StreamKey, job: RetrievalJob) -> None:
         catalog = self._catalog
         site = self._site
         try:
@@ -800,6 +811,22 @@ class _SiteRun:
         return TransferCursor(run.cursor_seq, run.cursor_hash)
 
     async def _commit(self, key: StreamKey, accepted: AcceptedChunk) -> None:
+        """Store the chunk and advance the stream's cursor past it, both or (when the store
+        refuses) neither. The link ending meanwhile cancels the stream's task, not this:
+        the commit runs to its end in a task of its own, in the stream's turn, so the store
+        and the cursor agree before the stream starts again on the next link."""
+        settling = asyncio.create_task(self._commit_in_turn(key, accepted))
+        try:
+            await asyncio.shield(settling)
+        except asyncio.CancelledError:
+            settling.add_done_callback(_orphaned_commit_done)
+            raise
+
+    async def _commit_in_turn(self, key: StreamKey, accepted: AcceptedChunk) -> None:
+        async with self._commit_turns.turn(key):
+            await self._store_and_advance(key, accepted)
+
+    async def _store_and_advance(self, key: StreamKey, accepted: AcceptedChunk) -> None:
         chunk = accepted.chunk
         space = self._room.space
         size = stored_bytes_of(chunk)
@@ -892,6 +919,16 @@ class _SiteRun:
         space = self._room.space
         self._paused_at_releases = 0 if space is None else space.releases
         self._paused_until_ns = self._clock.now_ns() + int(self._room.retry_s * NS_PER_S)
+
+
+def _orphaned_commit_done(task: asyncio.Task[None]) -> None:
+    """A commit whose stream's task was cancelled (the link ended) finished: what it raised
+    has no one to tell but the log; the stream learns it on its next link."""
+    if task.cancelled():
+        return
+    problem = task.exception()
+    if problem is not None:
+        _log.warning("a commit finished after its link ended: %s", problem)
 
 
 def _window_of(site: SiteRecord) -> DailyWindow | None:

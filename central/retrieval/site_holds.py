@@ -14,7 +14,7 @@ What the catalog records for a job and what the site holds stay consistent:
   its span, until it expires or the job ends;
 - a job that ended while its holds were placed (stopped by a user) has everything released at
   once, what was just placed included;
-- every placement and release of a job's holds takes the job's turn (`JobLocks`), so two of
+- every placement and release of a job's holds takes the job's turn (`Turns`), so two of
   them never interleave and record over each other, which would leave a hold at the site
   that no job records.
 
@@ -38,9 +38,9 @@ from central.catalog.errors import NotFound
 from central.catalog.records import SiteRecord
 from central.retrieval.at_risk_notice import AtRiskNotice, DeviceRisk
 from central.retrieval.hold_renewal import HoldRenewal
-from central.retrieval.job_locks import JobLocks
 from central.retrieval.job_records import JobState, JobStream, RetrievalJob
 from central.retrieval.job_state import JobTransitionError, is_final
+from central.retrieval.turns import Turns
 from shared.api_input import format_instant, parse_instant
 from shared.clock import NS_PER_S, Clock
 from shared.link_io.client import LinkClient, LinkLost, RequestFailed
@@ -80,7 +80,7 @@ class SiteHolds:
         site: SiteRecord,
         link: LinkClient,
         renewal: HoldRenewal,
-        locks: JobLocks,
+        locks: Turns[str],
         at_risk: AtRiskNotice,
         state_lock: asyncio.Lock,
     ) -> None:

@@ -1,5 +1,5 @@
 """When a job's holds at the site expire and fall due again (central/retrieval/hold_renewal.py),
-and the one-at-a-time turn of a job's holds (central/retrieval/job_locks.py)."""
+and the one-at-a-time turn of a job's holds (central/retrieval/turns.py)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import asyncio
 import pytest
 
 from central.retrieval.hold_renewal import HOLD_LIFETIME_S, HoldRenewal
-from central.retrieval.job_locks import JobLocks
+from central.retrieval.turns import Turns
 from shared.clock import NS_PER_S
 
 PLACED_NS = 1_800_000_000 * NS_PER_S
@@ -44,7 +44,7 @@ def test_a_lifetime_a_site_would_not_take_is_refused_with_its_value(lifetime_s: 
 
 
 async def test_a_jobs_turn_is_taken_one_task_at_a_time_and_forgotten_after() -> None:
-    locks = JobLocks()
+    locks = Turns[str]()
     order: list[str] = []
     first_inside = asyncio.Event()
     let_first_go = asyncio.Event()
@@ -79,7 +79,7 @@ async def test_a_jobs_turn_is_taken_one_task_at_a_time_and_forgotten_after() -> 
 
 
 async def test_a_task_cancelled_while_waiting_for_a_turn_leaves_it_free() -> None:
-    locks = JobLocks()
+    locks = Turns[str]()
     async with locks.turn("j-1"):
         waiter = asyncio.create_task(_take(locks, "j-1"))
         await asyncio.sleep(0.01)
@@ -92,6 +92,6 @@ async def test_a_task_cancelled_while_waiting_for_a_turn_leaves_it_free() -> Non
     await asyncio.wait_for(_take(locks, "j-1"), 1.0)
 
 
-async def _take(locks: JobLocks, job_id: str) -> None:
+async def _take(locks: Turns[str], job_id: str) -> None:
     async with locks.turn(job_id):
         pass
