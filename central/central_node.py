@@ -34,7 +34,7 @@ from central.auth import AccessPolicy, CentralAccounts
 from central.catalog.secret_box import SecretBox
 from central.catalog.sqlite_catalog import SqliteCatalog
 from central.config import CentralConfig
-from central.connector_state import ConnectorPolicy
+from central.connector_state import LINK_STABLE_AFTER_S, ConnectorPolicy
 from central.device_timeline import DeviceTimelines
 from central.export_service import ExportService
 from central.ingest_writer import IngestWriter
@@ -243,7 +243,9 @@ class CentralNode:
             ],
             clock=clock,
             policy=ConnectorPolicy(
-                backoff=BackoffPolicy(max_s=config.links.retry_max_s),
+                backoff=BackoffPolicy(
+                    max_s=config.links.retry_max_s, stable_after_s=LINK_STABLE_AFTER_S
+                ),
                 offline_notice_after_s=config.links.offline_notice_after_s,
             ),
             rng=random.Random(),  # noqa: S311 - retry jitter, not a secret

@@ -11,7 +11,8 @@ States:
 - ``connecting``: an attempt is under way (central-dialled sites only);
 - ``online``: a link is open;
 - ``offline``: no link; a central-dialled site retries at ``retry_at_ns`` with exponential
-  backoff, a site that dials in is simply waited for;
+  backoff (at once, within a fraction of the first delay, after a link that had lasted
+  ``stable_after_s``), a site that dials in is simply waited for;
 - ``unauthorised``: the site refused the account, or could not prove it is the site that was
   added (certificate or identity differ). Retried slowly: a password fixed at the site, or a
   settings change here (which retries at once), ends it;
@@ -115,6 +116,11 @@ class ConnectorAction(StrEnum):
     CLOSE_LINK = "close_link"  # drop the open link (the site is disabled)
     RAISE_OFFLINE = "raise_offline"  # the site has been unreachable for a while
     CLEAR_OFFLINE = "clear_offline"  # it is back
+
+
+LINK_STABLE_AFTER_S = 10.0
+"""A link that lasted this long was a good one: when it ends the site is dialled again at
+once, and the backoff starts afresh."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -268,14 +274,25 @@ class ConnectorMachine:
 
     def _closed(self, now_ns: int, detail: str) -> list[ConnectorAction]:
         failures = self.view.failures
+        backoff = self.policy.backoff
         online_since = self._online_since_ns if self._online_since_ns is not None else now_ns
-        if now_ns - online_since >= round(self.policy.backoff.stable_after_s * NS_PER_S):
-            failures = 0  # it was a good link: start the backoff afresh
+        stable = now_ns - online_since >= round(backoff.stable_after_s * NS_PER_S)
         self._online_since_ns = None
         retry_at = None
-        if self.dials:
-            retry_at = now_ns + round(self.policy.backoff.delay_s(failures, self._rng) * NS_PER_S)
+        if self.dials and stable:
+            # A link that worked for a while ended: most often the line dropped it (a
+            # router restarted, a mobile line changed address) and the site is reachable
+            # again at once. Dial again now, within the jitter's share of the first delay
+            # so that sites that lost their links together do not dial in step; should
+            # that fail, the backoff starts from its first delay.
+            failures = 0
+            wait_s = backoff.initial_s * backoff.jitter * self._rng.random()
+            retry_at = now_ns + round(wait_s * NS_PER_S)
+        elif self.dials:
+            retry_at = now_ns + round(backoff.delay_s(failures, self._rng) * NS_PER_S)
             failures += 1
+        elif stable:
+            failures = 0
         self._set(
             ConnectorStatus.OFFLINE,
             now_ns,

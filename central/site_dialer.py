@@ -43,6 +43,7 @@ class DialPacing:
         self._interval_ns = round(NS_PER_S / per_s)
         self._tolerance_ns = (burst - 1) * self._interval_ns
         self._next_ns: int | None = None  # when the bucket is empty again
+        self._last_started: asyncio.Event | None = None  # set once the latest turn began
 
     async def turn(self) -> None:
         """Return when this attempt may start."""
@@ -51,8 +52,19 @@ class DialPacing:
         wait_ns = empty_ns - now_ns - self._tolerance_ns
         # The turn is taken now, before any wait, so that later callers queue behind it.
         self._next_ns = empty_ns + self._interval_ns
-        if wait_ns > 0:
-            await self._clock.sleep(wait_ns / NS_PER_S)
+        if wait_ns <= 0 and (self._last_started is None or self._last_started.is_set()):
+            return
+        # Each waiting turn also waits for the one before it: sleeps that end within the
+        # same moment (a busy loop) would otherwise wake in any order.
+        before, started = self._last_started, asyncio.Event()
+        self._last_started = started
+        try:
+            if wait_ns > 0:
+                await self._clock.sleep(wait_ns / NS_PER_S)
+            if before is not None:
+                await before.wait()
+        finally:
+            started.set()  # also when cancelled: the turns after it go on
 
 
 class SiteDialer:

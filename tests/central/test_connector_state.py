@@ -99,9 +99,26 @@ def test_a_long_good_link_resets_the_backoff() -> None:
         now = machine.view.retry_at_ns or 0
         machine.handle(Tick(now))
     machine.handle(LinkOpened(now))
-    machine.handle(LinkClosed(now + 31 * S, "cut"))
+    closed = now + 31 * S
+    machine.handle(LinkClosed(closed, "cut"))
+    # A good link that ends is dialled again at once (within the jitter's 0.25 s) ...
+    assert machine.view.failures == 0
+    assert 0 <= (machine.view.retry_at_ns or 0) - closed <= round(0.25 * S)
+    now = machine.view.retry_at_ns or 0
+    assert ConnectorAction.DIAL in machine.handle(Tick(now))
+    # ... and should that fail, the backoff starts from its first delay.
+    machine.handle(AttemptFailed(now, FailureKind.UNREACHABLE, "x"))
+    assert 1 * S <= (machine.view.retry_at_ns or 0) - now <= round(1.25 * S)
+
+
+def test_a_short_link_that_ends_waits_out_the_backoff() -> None:
+    machine = _machine()
+    machine.handle(Started(0))
+    machine.handle(LinkOpened(1 * S))
+    machine.handle(LinkClosed(20 * S, "cut"))  # up 19 s, under the 30 s a good link lasts
+    wait = (machine.view.retry_at_ns or 0) - 20 * S
+    assert 1 * S <= wait <= round(1.25 * S)
     assert machine.view.failures == 1
-    assert (machine.view.retry_at_ns or 0) - (now + 31 * S) <= round(1.25 * S)
 
 
 def test_a_site_that_dials_in_is_waited_for_and_never_dialled() -> None:
@@ -164,6 +181,7 @@ def test_random_histories_keep_every_invariant(
     now = 0
     notified = False
     online = False
+    opened_at = 0
     for step_ns, shape in history:
         now += step_ns
         wakeup = machine.next_wakeup_ns()
@@ -195,12 +213,21 @@ def test_random_histories_keep_every_invariant(
         # Nothing is due before the announced wake-up.
         if isinstance(event, Tick) and (wakeup is None or now < wakeup):
             assert actions == []
-        # Retries wait within the policy's bounds.
+        # Retries wait within the policy's bounds: after a link that lasted stable_after_s,
+        # at once (within the jitter's share of the first delay); else the backoff's.
+        if isinstance(event, LinkOpened) and before.status is not ConnectorStatus.DISABLED:
+            opened_at = now
         if view.retry_at_ns is not None and view.retry_at_ns != before.retry_at_ns:
             wait_s = (view.retry_at_ns - now) / S
-            assert (
-                POLICY.backoff.initial_s <= wait_s <= max(POLICY.backoff.max_s, POLICY.slow_retry_s)
-            )
+            backoff = POLICY.backoff
+            if (
+                isinstance(event, LinkClosed)
+                and before.status is ConnectorStatus.ONLINE
+                and now - opened_at >= backoff.stable_after_s * S
+            ):
+                assert 0 <= wait_s <= backoff.initial_s * backoff.jitter
+            else:
+                assert backoff.initial_s <= wait_s <= max(backoff.max_s, POLICY.slow_retry_s)
         if view.status is ConnectorStatus.DISABLED:
             assert view.retry_at_ns is None
             assert ConnectorAction.DIAL not in actions
