@@ -62,15 +62,15 @@ async def login(
     username: str,
     password: str,
     *,
-    fingerprint: str | None,
+    ssl: aiohttp.Fingerprint | bool,
 ) -> str:
-    """A bearer token from the site's REST API."""
+    """A bearer token from the site's REST API (`ssl` as `pinned_ssl` gives it)."""
     url = base_url.rstrip("/") + LOGIN_PATH
     try:
         async with http.post(
             url,
             json={"username": username, "password": password},
-            ssl=pinned_ssl(fingerprint),
+            ssl=ssl,
         ) as response:
             if response.status == 401:
                 raise DialError(f"{url}: wrong username or password", DialFailure.REFUSED)
@@ -109,13 +109,16 @@ async def connect_to_site(
     read_timeout_s: float = DEFAULT_READ_TIMEOUT_S,
 ) -> AsyncIterator[LinkClient]:
     """A link to the site at `base_url` (``https://host:port``), closed on exit."""
-    token = await login(http, base_url, username, password, fingerprint=fingerprint)
+    # One pin for both requests: aiohttp pools connections by it (a `Fingerprint` compares
+    # by identity), so the link reuses the login's TLS connection instead of a second one.
+    ssl = pinned_ssl(fingerprint)
+    token = await login(http, base_url, username, password, ssl=ssl)
     url = base_url.rstrip("/") + LINK_PATH
     try:
         websocket = await http.ws_connect(
             url,
             headers={"Authorization": f"Bearer {token}"},
-            ssl=pinned_ssl(fingerprint),
+            ssl=ssl,
             max_msg_size=WEBSOCKET_MAX_MESSAGE_BYTES,
             autoping=True,
         )

@@ -164,6 +164,7 @@ class TcpProxy:
         self.forwarded_to_client = 0
         self.sends = 0  # writes made to either side (slices count one each)
         self.cuts = 0
+        self.accepted = 0  # connections accepted from clients
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -195,6 +196,7 @@ class TcpProxy:
         self._writers.clear()
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.accepted += 1
         upstream_reader, upstream_writer = await asyncio.open_connection(
             "127.0.0.1", self.target_port
         )

@@ -110,6 +110,20 @@ async def test_dial_in_operations_for_a_limited_account(tmp_path: Path) -> None:
             assert caught.value.code is m.FailureCode.NOT_FOUND
 
 
+async def test_a_dial_opens_one_connection_for_the_login_and_the_link(tmp_path: Path) -> None:
+    """The login's TLS connection carries the link too: one handshake per dial, not two
+    (a central with 1,000 sites made 2,000)."""
+    async with running_link_site(tmp_path) as site:
+        proxy = TcpProxy(site.port)
+        await proxy.start()
+        try:
+            async with dial(site, port=proxy.port) as client:
+                assert (await client.site_info())["id"] == site.site_id
+                assert proxy.accepted == 1
+        finally:
+            await proxy.close()
+
+
 async def test_the_link_needs_a_valid_token(tmp_path: Path) -> None:
     async with running_link_site(tmp_path) as site, aiohttp.ClientSession() as http:
         for headers in ({}, {"Authorization": "Bearer not-a-token"}):
