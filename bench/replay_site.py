@@ -2,6 +2,7 @@
 cameras' reference (LQ) streams are replayed from one clip encoded once.
 
     .venv/bin/python bench/replay_site.py DIR --devices 500 [--sites 1]
+    .venv/bin/python bench/replay_site.py DIR --shop --idle --sites 250 [--first-index 250]
 
 Each site is the agent's own link server (`agent.link_endpoint.link_route` on the agent's
 API application, HTTPS with a self-signed certificate) over a `SiteService` whose cameras
@@ -18,8 +19,22 @@ Besides the link, each site serves `GET /api/v1/bench/plain/{device_id}`: a WebS
 sends each packet's bytes as one binary message, the same bytes at the same pace, for the
 plain forwarding baseline (bench/plain_forward.py).
 
+With `--devices N` the sites have N cameras in all, dealt out in turn (`cam-0001` to the
+first site), each with its motion metadata device. With `--shop` each site has instead the
+six devices of bench/central_listing.py: two cameras (`cam-a`, with a microphone, and
+`cam-b`, neither with motion metadata), an input, an output and a speaker, under the same
+names (`Entrance {index}`, `Yard {index}`, ...). Only the cameras' reference streams are
+replayed; the microphone, the input (its state never changes), the output and the speaker
+are listed and publish nothing. With `--idle` no camera publishes anything either (no clip
+is encoded): the sites are live links and nothing else, as an idle chain's sites are when
+nobody watches. `--first-index K` numbers the sites from K, so that several processes can
+share one set of sites (ids, names and folders stay distinct). `--nice 19` makes the sites
+yield the CPU to the central when both want it: they stand for other machines.
+
 Prints one JSON line once listening, `{"sites": [{"site_id", "port", "fingerprint",
-"username", "password", "devices"}]}`, then runs until SIGTERM or SIGINT.
+"username", "password", "devices"}]}` (`devices`: the camera ids), and the clip's `fps`,
+`bitrate_bps` and `size` unless idle; with `--shop` each site also has `device_list`, its
+devices as its API and link list them. Then runs until SIGTERM or SIGINT.
 """
 
 from __future__ import annotations
@@ -28,6 +43,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import os
 import signal
 import sys
 from dataclasses import dataclass
@@ -38,6 +54,8 @@ from bench_site_app import bench_site_app
 from lq_clip import LqClip, encode_lq_clip
 from wall_stamp import stamped
 
+from agent.accounts import Principal
+from agent.api_bodies import device_json
 from agent.config import AgentConfig, load_agent_config
 from agent.site_service import SiteService
 from agent.site_tls import site_identity
@@ -72,6 +90,32 @@ CAMERA_TOML = """
 id = "{device_id}"
 source = "synthetic"
 """
+SHOP_TOML = """
+[[cameras]]
+id = "cam-a"
+name = "Entrance {index}"
+source = "synthetic"
+[cameras.synthetic]
+audio = true
+[cameras.motion]
+enabled = false
+[[cameras]]
+id = "cam-b"
+name = "Yard {index}"
+source = "synthetic"
+[cameras.motion]
+enabled = false
+[[inputs]]
+id = "door"
+name = "Back door"
+[[outputs]]
+id = "siren"
+name = "Siren"
+[[speakers]]
+id = "speaker"
+name = "Shop floor"
+"""
+SHOP_CAMERAS = ["cam-a", "cam-b"]
 
 
 class ReplayedCamera:
@@ -188,13 +232,24 @@ class ReplaySite:
 
 
 async def open_site(
-    directory: Path, index: int, devices: list[str], *, password_hash: str, clock: Clock
+    directory: Path,
+    index: int,
+    devices: list[str],
+    *,
+    password_hash: str,
+    clock: Clock,
+    shop: bool = False,
 ) -> ReplaySite:
+    """Site number `index` with the cameras `devices`, or with `shop` the six devices of a
+    small shop (`devices` is then `SHOP_CAMERAS`)."""
     site_id = f"replay-site-{index}"
     text = SITE_TOML.format(
         site_id=site_id, index=index, username=USERNAME, password_hash=password_hash
     )
-    text += "".join(CAMERA_TOML.format(device_id=d) for d in devices)
+    if shop:
+        text += SHOP_TOML.format(index=index)
+    else:
+        text += "".join(CAMERA_TOML.format(device_id=d) for d in devices)
     config = await asyncio.to_thread(_write_config, directory, text)
     signer = await asyncio.to_thread(SiteSigner.load_or_create, config.storage.key_path)
     identity = await asyncio.to_thread(site_identity, config, clock)
@@ -249,66 +304,85 @@ def parse_lq_profile(text: str) -> tuple[int, int, int, int]:
         ) from None
 
 
+def encode_clip(lq: tuple[int, int, int, int] | None) -> LqClip:
+    """The clip every camera replays: `lq` as parsed by `parse_lq_profile`, or the default."""
+    if lq is None:
+        return encode_lq_clip()
+    width, height, fps, bitrate_bps = lq
+    return encode_lq_clip(width=width, height=height, fps=fps, bitrate_bps=bitrate_bps)
+
+
+def site_json(site: ReplaySite, *, shop: bool) -> dict[str, object]:
+    """What a benchmark needs to add the site to a central (with `shop`, its devices too)."""
+    found: dict[str, object] = {
+        "site_id": site.site_id,
+        "port": site.port,
+        "fingerprint": site.fingerprint,
+        "username": USERNAME,
+        "password": PASSWORD,
+        "devices": site.devices,
+    }
+    if shop:
+        everything = Principal(USERNAME, frozenset({"*"}))
+        found["device_list"] = [device_json(d) for d in site.service.devices(everything)]
+    return found
+
+
 async def main(
-    directory: Path, devices: int, sites: int, lq: tuple[int, int, int, int] | None = None
+    directory: Path,
+    devices: int,
+    sites: int,
+    lq: tuple[int, int, int, int] | None = None,
+    *,
+    shop: bool = False,
+    idle: bool = False,
+    first_index: int = 0,
 ) -> int:
     clock = SystemClock()
-    if lq is None:
-        clip = await asyncio.to_thread(encode_lq_clip)
-    else:
-        width, height, fps, bitrate_bps = lq
-        clip = await asyncio.to_thread(
-            encode_lq_clip, width=width, height=height, fps=fps, bitrate_bps=bitrate_bps
-        )
+    clip = None if idle else await asyncio.to_thread(encode_clip, lq)
     password_hash = await asyncio.to_thread(hash_password, PASSWORD)
+    layout = [SHOP_CAMERAS] * sites if shop else device_ids(devices, sites)
     opened: list[ReplaySite] = []
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     try:
-        for index, names in enumerate(device_ids(devices, sites)):
+        for offset, names in enumerate(layout):
+            index = first_index + offset
             opened.append(
                 await open_site(
                     directory / f"site-{index}",
                     index,
-                    names,
+                    list(names),
                     password_hash=password_hash,
                     clock=clock,
+                    shop=shop,
                 )
             )
-        cameras = [
-            ReplayedCamera(s.relay, d, clip, site_id=s.site_id, signer=s.signer)
-            for s in opened
-            for d in s.devices
-        ]
-        cameras.sort(key=lambda c: c.device_id)  # neighbours in time are on different sites
-        print(
-            json.dumps(
-                {
-                    "bitrate_bps": clip.bitrate_bps,
-                    "fps": clip.fps,
-                    "size": f"{clip.codec.width}x{clip.codec.height}",
-                    "sites": [
-                        {
-                            "site_id": s.site_id,
-                            "port": s.port,
-                            "fingerprint": s.fingerprint,
-                            "username": USERNAME,
-                            "password": PASSWORD,
-                            "devices": s.devices,
-                        }
-                        for s in opened
-                    ],
-                }
-            ),
-            flush=True,
-        )
-        replaying = asyncio.create_task(Replayer(cameras, fps=clip.fps, clock=clock).run())
-        await stop.wait()
-        replaying.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await replaying
+        ready: dict[str, object] = {}
+        if clip is not None:
+            ready |= {
+                "bitrate_bps": clip.bitrate_bps,
+                "fps": clip.fps,
+                "size": f"{clip.codec.width}x{clip.codec.height}",
+            }
+        ready["sites"] = [site_json(s, shop=shop) for s in opened]
+        print(json.dumps(ready), flush=True)
+        if clip is None:
+            await stop.wait()
+        else:
+            cameras = [
+                ReplayedCamera(s.relay, d, clip, site_id=s.site_id, signer=s.signer)
+                for s in opened
+                for d in s.devices
+            ]
+            cameras.sort(key=lambda c: c.device_id)  # neighbours in time are on different sites
+            replaying = asyncio.create_task(Replayer(cameras, fps=clip.fps, clock=clock).run())
+            await stop.wait()
+            replaying.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await replaying
     finally:
         for site in opened:
             await site.server.stop()
@@ -320,12 +394,33 @@ async def main(
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("directory", type=Path)
-    parser.add_argument("--devices", type=int, required=True)
+    layouts = parser.add_mutually_exclusive_group(required=True)
+    layouts.add_argument("--devices", type=int, help="cameras in all, dealt out to the sites")
+    layouts.add_argument(
+        "--shop", action="store_true", help="each site with a small shop's six devices"
+    )
     parser.add_argument("--sites", type=int, default=1)
+    parser.add_argument("--first-index", type=int, default=0, help="number of the first site")
+    parser.add_argument("--idle", action="store_true", help="the cameras publish nothing")
+    parser.add_argument(
+        "--nice", type=int, default=0, help="lower this process's priority by this much"
+    )
     parser.add_argument(
         "--lq", type=parse_lq_profile, help="WIDTHxHEIGHT@FPS:KBPS (default 320x180@5:120)"
     )
     arguments = parser.parse_args()
+    if arguments.nice:
+        os.nice(arguments.nice)  # before any thread starts: every thread inherits it
     sys.exit(
-        asyncio.run(main(arguments.directory, arguments.devices, arguments.sites, arguments.lq))
+        asyncio.run(
+            main(
+                arguments.directory,
+                arguments.devices or 0,
+                arguments.sites,
+                arguments.lq,
+                shop=arguments.shop,
+                idle=arguments.idle,
+                first_index=arguments.first_index,
+            )
+        )
     )
