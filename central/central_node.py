@@ -40,10 +40,12 @@ from central.export_service import ExportService
 from central.ingest_writer import IngestWriter
 from central.live_feeds import LiveFeeds
 from central.receipt_book import ReceiptBook
+from central.retrieval.away_risk import AwayRisk
 from central.retrieval.event_rules import EventRetrieval
 from central.retrieval.hold_renewal import HOLD_LIFETIME_S
 from central.retrieval.missed_chunks import MissedChunkRetrieval
 from central.retrieval.reconnect_retrieval import ReconnectRetrieval
+from central.retrieval.retention_trends import RetentionTrends
 from central.retrieval.retrieval_service import RetrievalService
 from central.retrieval.retrieval_space import RetrievalSpace
 from central.retrieval.retrieval_work import STORE_FULL_RETRY_S, RetrievalWork
@@ -111,6 +113,7 @@ class CentralNode:
         self._http: aiohttp.ClientSession | None = None
         self._server: ApiServer | None = None
         self._retention: asyncio.Task[None] | None = None
+        self._away_checks: asyncio.Task[None] | None = None
         self.registry: SiteRegistry | None = None
         self.live: LiveFeeds | None = None
         self.missed_chunks: MissedChunkRetrieval | None = None
@@ -212,7 +215,15 @@ class CentralNode:
             hold_lifetime_s=self._hold_lifetime_s,
         )
         await retrieval_work.start()  # holds of jobs that ended while the central was down
-        retrievals = RetrievalService(self.catalog, retrieval_work)
+        retention_trends = RetentionTrends(self.catalog)
+        away_risk = AwayRisk(
+            self.catalog,
+            retention_trends,
+            retrieval_work.at_risk,
+            clock=clock,
+            linked=self._has_link,
+        )
+        retrievals = RetrievalService(self.catalog, retrieval_work, away=away_risk)
         self.missed_chunks = MissedChunkRetrieval(self.catalog, retrievals, clock=clock)
         self.live = LiveFeeds(
             self.catalog,
@@ -235,7 +246,12 @@ class CentralNode:
                 read_timeout_s=config.links.read_timeout_s,
             ),
             works=[
-                SiteLinkWork(self.catalog, clock=clock, unreported=unreported_hardware),
+                SiteLinkWork(
+                    self.catalog,
+                    clock=clock,
+                    unreported=unreported_hardware,
+                    retention_trends=retention_trends,
+                ),
                 self.live,
                 reconnect,  # before the live recording has stored anything new
                 retrieval_work,
@@ -271,6 +287,7 @@ class CentralNode:
                 software=software,
                 read_timeout_s=config.links.read_timeout_s,
                 unreported=unreported_hardware,
+                retention_trends=retention_trends,
             ),
             timelines=DeviceTimelines(
                 self.catalog,
@@ -325,6 +342,7 @@ class CentralNode:
         await registry.start()
         self.schedule_retrieval.start()
         self._retention = asyncio.create_task(self._keep_retention(), name="central-retention")
+        self._away_checks = asyncio.create_task(away_risk.run(), name="central-away-risk")
         return self.port
 
     async def stop(self) -> None:
@@ -332,11 +350,12 @@ class CentralNode:
         if self.schedule_retrieval is not None:
             await self.schedule_retrieval.stop()
             self.schedule_retrieval = None
-        if self._retention is not None:
-            self._retention.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._retention
-            self._retention = None
+        for task in (self._retention, self._away_checks):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self._retention = self._away_checks = None
         if self._server is not None:
             await self._server.stop()
             self._server = None
@@ -362,6 +381,11 @@ class CentralNode:
         self.receipts.close()
         self.store.close()
         self.catalog.close()
+
+    def _has_link(self, site_id: str) -> bool:
+        """Whether the site has an open link now (False before the registry started)."""
+        registry = self.registry
+        return registry is not None and registry.link(site_id) is not None
 
     async def _keep_retention(self) -> None:
         while True:

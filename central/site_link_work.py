@@ -9,7 +9,9 @@ site's events are followed: a camera lost or restored, storage low or back to no
 and clear notifications as they happen; the status is read again every `status_interval_s`
 as a safety net. A camera restored is also when its stream formats may have changed (a
 camera reconfigured at the site drops its stream, then delivers the new format), so the
-device list is read again then too.
+device list is read again then too. Each status read also tells `retention_trends` how far
+the site's retention has deleted each stream; what the link saw is written to the catalog
+when it ends, for the jobs queued while the site is away (`central/retrieval/away_risk.py`).
 
 The site's storage has two notifications, because they end in different ways:
 
@@ -34,6 +36,7 @@ asked for them, as they were when they ran on the loop.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 from collections.abc import Callable, Mapping
@@ -41,7 +44,9 @@ from concurrent.futures import Executor
 from typing import Any, TypeVar
 
 from central.catalog.catalog import Catalog
+from central.catalog.errors import CatalogError
 from central.catalog.records import HardwareDiff, SiteRecord
+from central.retrieval.retention_trends import RetentionTrends
 from central.site_device_list import discovered_devices
 from central.unreported_hardware import UnreportedHardware
 from shared.api_input import BadRequest, parse_instant
@@ -78,12 +83,15 @@ class SiteLinkWork:
         status_interval_s: float = 60.0,
         catalog_executor: Executor | None = None,
         unreported: UnreportedHardware | None = None,
+        retention_trends: RetentionTrends | None = None,
     ) -> None:
         """`catalog_executor`: where the catalog calls run (None: the default executor);
         `unreported`: where the device list changes found on a new link are kept for the
         operator and told of (None: one of this object's own, whose notifications only
-        "update hardware" of another would clear)."""
+        "update hardware" of another would clear); `retention_trends`: where each status
+        read tells how far the site's retention has deleted each stream (None: nowhere)."""
         self._catalog = catalog
+        self._trends = retention_trends
         self._unreported = (
             UnreportedHardware(catalog, clock=clock) if unreported is None else unreported
         )
@@ -100,6 +108,11 @@ class SiteLinkWork:
         try:
             await self._serve(site, link)
         finally:
+            if self._trends is not None:
+                # What the link saw of the site's retention outlives it: a job queued while
+                # the site is away is judged by it (`central/retrieval/away_risk.py`).
+                with contextlib.suppress(CatalogError):
+                    await self._in_catalog(site, self._trends.save, site.site_id)
             if self._in_turn.get(site.site_id) is in_turn:
                 del self._in_turn[site.site_id]
 
@@ -109,6 +122,8 @@ class SiteLinkWork:
         site_now = _instant(status.get("now"))
         if site_now is not None:
             self._full_since.setdefault(site.site_id, site_now)
+        if self._trends is not None:
+            self._trends.link_started(site.site_id)
         await self._reconcile(site, status)
         polling = asyncio.create_task(self._poll_status(site, link))
         try:
@@ -144,6 +159,8 @@ class SiteLinkWork:
             await self._reconcile(site, await link.status())
 
     async def _reconcile(self, site: SiteRecord, status: Mapping[str, Any]) -> None:
+        if self._trends is not None:
+            self._trends.observe(site.site_id, status, self._clock.now_ns())
         for camera in status.get("cameras", []):
             up = bool(camera["up"])
             await self._camera(site, camera["id"], up=up, detail="not giving pictures")

@@ -40,6 +40,7 @@ from central.catalog.records import (
     RetrievalSettings,
     SiteRecord,
 )
+from central.retrieval.retention_trends import RetentionTrends
 from central.site_device_list import DeviceListError, discovered_devices
 from central.site_probe import ProbedSite, SiteAddress, SiteProbeError, probe_site
 from central.site_registry import SiteRegistry
@@ -95,10 +96,14 @@ class SiteManagement:
         software: str,
         read_timeout_s: float,
         unreported: UnreportedHardware,
+        retention_trends: RetentionTrends | None = None,
     ) -> None:
         """`unreported`: the device list changes the site's links found, which the next
-        `update_hardware` of each site reports (the `SiteLinkWork`'s book)."""
+        `update_hardware` of each site reports (the `SiteLinkWork`'s book);
+        `retention_trends`: what the links saw of each site's retention, forgotten with the
+        site."""
         self._catalog = catalog
+        self._trends = retention_trends
         self._unreported = unreported
         self._registry = registry
         self._http = http
@@ -177,6 +182,8 @@ class SiteManagement:
             await self._registry.site_removed(site_id)
             await asyncio.to_thread(self._catalog.remove_site, site_id)
             self._unreported.forget(site_id)
+            if self._trends is not None:
+                await asyncio.to_thread(self._trends.forget, site_id)
 
     async def update_hardware(self, site_id: str) -> HardwareDiff:
         """Read the device list over the site's link now and apply it; what changed since

@@ -3,7 +3,9 @@
 A job retrieves one span of a set of devices of one site at one quality (HQ by default);
 the catalog keeps it (and its cursors) and `RetrievalWork` runs it whenever the site's link
 is up, so a job made while the site is offline simply waits, pending, for the site. Making
-or stopping a job tells the site's run at once (`jobs_changed`).
+or stopping a job tells the site's run at once (`jobs_changed`). A job made while the site
+is out of reach is flagged at risk at once when what the central last saw of the site's
+retention says part of its span is gone by now (`away_risk`).
 
 A request naming devices of several sites is refused with a reason (a job's pace, window and
 holds are its site's); the caller makes one job per site.
@@ -16,6 +18,7 @@ from collections.abc import Collection, Iterable, Sequence
 
 from central.catalog.catalog import Catalog
 from central.merged_timeline import Interval, RetrievalSpans
+from central.retrieval.away_risk import AwayRisk
 from central.retrieval.job_records import JobOrigin, JobState, NewRetrievalJob, RetrievalJob
 from central.retrieval.job_state import is_final
 from central.retrieval.retrieval_work import RetrievalWork
@@ -33,9 +36,14 @@ class RetrievalRefused(ValueError):
 class RetrievalService:
     """See the module docstring."""
 
-    def __init__(self, catalog: Catalog, work: RetrievalWork) -> None:
+    def __init__(
+        self, catalog: Catalog, work: RetrievalWork, *, away: AwayRisk | None = None
+    ) -> None:
+        """`away`: judges a job queued while its site is out of reach (None: not judged
+        until the site is back and its holds' answer tells)."""
         self._catalog = catalog
         self._work = work
+        self._away = away
 
     async def create(
         self,
@@ -72,6 +80,8 @@ class RetrievalService:
             ),
         )
         self._work.jobs_changed(job.site_id)
+        if self._away is not None and await self._away.check(job):
+            job = await asyncio.to_thread(self._catalog.retrieval_job, job.job_id)
         return job
 
     async def job(self, job_id: str) -> RetrievalJob:

@@ -301,6 +301,11 @@ class RetrievalWork:
         if state is not None:
             state.changed.set()
 
+    @property
+    def at_risk(self) -> AtRiskNotice:
+        """The `retrieval_at_risk` notifications, one change at a time for every user."""
+        return self._at_risk
+
     def running_streams(self, site_id: str) -> frozenset[StreamKey]:
         state = self._sites.get(site_id)
         if state is None or state.run is None:
