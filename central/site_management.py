@@ -181,7 +181,7 @@ class SiteManagement:
             await asyncio.to_thread(self._catalog.site, site_id)  # NotFound first
             await self._registry.site_removed(site_id)
             await asyncio.to_thread(self._catalog.remove_site, site_id)
-            self._unreported.forget(site_id)
+            await self._unreported.forget(site_id)
             if self._trends is not None:
                 await asyncio.to_thread(self._trends.forget, site_id)
 

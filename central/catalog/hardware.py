@@ -167,6 +167,21 @@ class DeviceListChanges:
                 changed.append(HardwareChange(was, now, fields))
         return HardwareDiff(tuple(added), tuple(removed), tuple(returned), tuple(changed))
 
+    def devices(self) -> list[tuple[DeviceRecord | None, DeviceRecord]]:
+        """Each device touched: as it was before the first diff (None: it did not exist)
+        and as it is after the last; what `restored` takes to make these changes again."""
+        return [(self._before[device_id], now) for device_id, now in self._after.items()]
+
+    @classmethod
+    def restored(
+        cls, devices: Iterable[tuple[DeviceRecord | None, DeviceRecord]]
+    ) -> DeviceListChanges:
+        """The changes `devices()` gave (kept aside, read back)."""
+        changes = cls()
+        for before, after in devices:
+            changes._note(before, after)
+        return changes
+
     def _note(self, before: DeviceRecord | None, after: DeviceRecord) -> None:
         self._before.setdefault(after.device_id, before)
         self._after[after.device_id] = after

@@ -2,7 +2,8 @@
 next "update hardware", and told of meanwhile in the site's `hardware_changed`
 notification, on a real catalog (SQLite in tmp_path): raised naming the devices, replaced
 by one naming everything when more changes come, cleared by the report, or when the
-changes cancel out; still open after a restart of the central."""
+changes cancel out; the notice and the changes still there after a restart of the
+central."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ import pytest
 from central.catalog import SecretBox, SqliteCatalog, StreamInfo
 from central.catalog.records import HardwareDiff, NewDevice, Notification
 from central.catalog.validation import MAX_MESSAGE_CHARS
-from central.unreported_hardware import HARDWARE_CHANGED, UnreportedHardware
+from central.unreported_hardware import HARDWARE_CHANGED, SETTING_PREFIX, UnreportedHardware
 from shared.clock import ManualClock
 from shared.media import MediaKind
 from tests.central.catalog.catalog_parts import camera, dial_out_site, door_input
@@ -168,10 +169,31 @@ async def test_the_notice_survives_a_restart_of_the_central_and_the_report_clear
     assert _notices(restarted) == [notice]
     after = UnreportedHardware(restarted, clock=clock)
     # The change itself was applied before the restart: the operator's reading finds
-    # nothing new, and the notice (which told of it) is cleared.
+    # nothing new, but the report still names it, as the central kept it; the notice
+    # (which told of it) is cleared, and nothing is kept any more.
     own = await _applied(restarted, site.site_id, [_smaller_lq(camera("cam-a"))])
-    assert (await after.report(site.site_id, own)).is_empty
+    assert own.is_empty
+    report = await after.report(site.site_id, own)
+    assert report == diff
     assert _notices(restarted) == []
+    restarted.close()
+    again = open_catalog()
+    nothing = await _applied(again, site.site_id, [_smaller_lq(camera("cam-a"))])
+    assert (await UnreportedHardware(again, clock=clock).report(site.site_id, nothing)).is_empty
+
+
+async def test_unreadable_kept_changes_are_dropped_with_a_warning(
+    open_catalog: OpenCatalog, clock: ManualClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    catalog = open_catalog()
+    site, _ = catalog.add_site(dial_out_site(), None, [camera("cam-a")])
+    catalog.set_setting(SETTING_PREFIX + site.site_id, [[None, {"device_id": 3}]])
+    unreported = UnreportedHardware(catalog, clock=clock)
+    own = await _applied(catalog, site.site_id, [camera("cam-b")])
+    report = await unreported.report(site.site_id, own)
+    assert report == own  # what its own reading found, and nothing else
+    assert "unreadable" in caplog.text
+    assert catalog.setting(SETTING_PREFIX + site.site_id) is None
 
 
 async def test_a_long_list_of_changes_is_named_in_part_and_counted(
@@ -200,7 +222,7 @@ async def test_a_removed_site_takes_its_notice_and_nothing_is_kept(
     diff = await _applied(catalog, site.site_id, [camera("cam-b")])
     await unreported.applied_by_itself(site.site_id, diff)
     catalog.remove_site(site.site_id)
-    unreported.forget(site.site_id)
+    await unreported.forget(site.site_id)
     assert _notices(catalog, open_only=False) == []
     # A change applied as the site went is dropped quietly.
     await unreported.applied_by_itself(site.site_id, diff)

@@ -359,14 +359,21 @@ async def test_update_hardware_reports_a_real_change_and_keeps_what_the_central_
             ), notice
 
     # The central restarted: the notification is still open, the site's format as it was
-    # applied; the operator's question (whose own reading finds nothing new) clears it.
+    # applied; the operator's question (whose own reading finds nothing new) still gets the
+    # change the central kept, and clears the notification.
     async with running_central(tmp_path / "central") as central:
         assert await _hardware_notices(central, site_id) == [notice]
         async with _site_again(central, site_id, site_dir, port):
             lq = (await _by_remote_id(central, site_id))["cam-b"]["streams"][1]
             assert (lq["width"], lq["height"]) == (128, 72)
             status, diff = await central.call("POST", f"/sites/{site_id}/hardware")
-            assert (status, diff["changed"]) == (200, []), diff
+            assert status == 200, diff
+            assert (diff["added"], diff["removed"], diff["returned"]) == ([], [], []), diff
+            (changed,) = diff["changed"]
+            assert changed["id"] == ids["cam-b"]
+            (lq_change,) = changed["stream_formats"]
+            assert (lq_change["stream"], lq_change["before"]["width"]) == ("lq", 160), diff
+            assert lq_change["after"]["width"] == 128, diff
             assert await _hardware_notices(central, site_id) == []
 
 
