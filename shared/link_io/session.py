@@ -5,9 +5,12 @@ connection has queued, one batch at a time so that the priority order is decided
 possible and the socket's own buffer applies backpressure. It routes events: answers to this
 side's requests go to the `LinkClient`, the peer's requests to the `RequestServer`.
 
-Liveness: a side that has sent nothing for a third of the read timeout sends a Ping, which
-the peer answers; a side that receives nothing for the whole read timeout treats the peer as
-gone (a half-open TCP connection looks exactly like that) and closes.
+Liveness: a side that has sent nothing, or received nothing, for a third of its read timeout
+sends a Ping, which the peer answers; a side that receives nothing for the whole read timeout
+treats the peer as gone (a half-open TCP connection looks exactly like that) and closes. The
+"received nothing" rule makes each side keep its own timeout satisfied: the two sides' read
+timeouts are configured apart (a site on a mobile line may give up sooner than the central),
+and a side must not rely on the peer's idle pings coming often enough for it.
 """
 
 from __future__ import annotations
@@ -276,7 +279,9 @@ class LinkSession:
 
     async def _keepalive_loop(self) -> None:
         """Ping when this side has sent nothing for a third of the read timeout (so the
-        peer's read timeout never fires on a live link), and probe a stalled transfer: when
+        peer's read timeout never fires on a live link), or received nothing for as long
+        (the Pong then keeps this side's own timeout from firing, whatever the peer's idle
+        interval is: the two timeouts are configured apart), and probe a stalled transfer: when
         the peer owes chunks and nothing arrived for `stall_probe_s`, ping at once. A peer
         whose end of the connection is gone (a router restarted, a mobile line changed its
         address, the reset lost on the way) then answers with a reset as soon as the line
@@ -284,7 +289,7 @@ class LinkSession:
         interval_s = self.read_timeout_s / 3
         tick_s = min(interval_s, self.stall_probe_s)
         probe_ns = round(self.stall_probe_s * NS_PER_S)
-        last_probe_ns = 0
+        last_probe_ns = last_ping_ns = 0
         while not self.connection.closed:
             wait_s = tick_s
             if self.connection.awaiting_transfer:  # wake when the silence would be a stall
@@ -295,7 +300,10 @@ class LinkSession:
             if self.connection.closed:
                 return
             now_ns = self._clock.monotonic_ns()
-            idle = now_ns - self._last_sent_ns >= interval_s * NS_PER_S * 0.9
+            idle_ns = interval_s * NS_PER_S * 0.9
+            idle = now_ns - self._last_sent_ns >= idle_ns or (
+                now_ns - max(self._last_received_ns, last_ping_ns) >= idle_ns
+            )
             stalled = (
                 self.connection.awaiting_transfer
                 and now_ns - self._last_received_ns >= probe_ns
@@ -305,5 +313,6 @@ class LinkSession:
                 if stalled:
                     last_probe_ns = now_ns
                     self.stall_probes += 1
+                last_ping_ns = now_ns
                 self.connection.ping(next(self._nonces))
                 self.flush()

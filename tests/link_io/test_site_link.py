@@ -25,7 +25,7 @@ from shared.link_io.session import EndReason
 from shared.tls_pinning import pinned_fingerprint
 from shared.transfer_acceptance import AcceptedChunk, TransferCursor, TransferExpectation
 from tests.agent_api.api_site import PASSWORDS
-from tests.link_io.link_site import LinkSite, TcpProxy, running_link_site
+from tests.link_io.link_site import READ_TIMEOUT_S, LinkSite, TcpProxy, running_link_site
 
 ALL_TIME = (0, 1 << 62)
 
@@ -326,6 +326,26 @@ async def test_a_stalled_link_is_detected_within_the_read_timeout(tmp_path: Path
         finally:
             proxy.flowing.set()
             await proxy.close()
+
+
+async def test_a_link_lives_while_only_the_site_sends_and_the_sides_time_out_apart(
+    tmp_path: Path,
+) -> None:
+    """The site gives up on a link it hears nothing on after 3 s, this central after 30 s.
+    The site sends live video all along (its own idle pings never start), and the central
+    has nothing to send: it holds the stream's credit back, unread. Its idle pings (a third
+    of its own timeout) would come too late for the site, so the site pings on its own
+    silence and the link lives on."""
+    async with (
+        running_link_site(tmp_path) as site,
+        dial(site, read_timeout_s=30) as client,
+        client.live("cam-a", "lq") as batches,
+    ):
+        first = await asyncio.wait_for(anext(batches), 10)  # its credit is given back
+        assert first.packets
+        await asyncio.sleep(3 * READ_TIMEOUT_S)
+        assert client.is_open
+        assert [c["id"] for c in (await client.status())["cameras"]] == ["cam-a", "cam-b"]
 
 
 async def test_the_site_dials_out_and_the_central_uses_the_link(tmp_path: Path) -> None:
