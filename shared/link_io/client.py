@@ -32,6 +32,10 @@ PACED_WINDOW_BYTES = 64 * 1024
 """The opening window of a transfer under a cap (it passes the gate before the request)."""
 MIN_SITE_PACED_WINDOW_BYTES = 256 * 1024
 DEFAULT_LIVE_WINDOW_BYTES = 8 * 1024 * 1024
+LIVE_GRANT_PARTS = 4
+"""A live stream's credit goes back once a quarter of its window was taken, not frame by
+frame: the site keeps at least three quarters to send on, and the link carries one Credit
+per quarter window instead of one per packet."""
 DEFAULT_EVENTS_WINDOW_BYTES = 256 * 1024
 
 
@@ -290,13 +294,18 @@ class LinkClient:
         request_id = self._next_id()
         queue = self._open_stream(request_id)
         self._send(m.LiveRequest(request_id, device_id, stream, window_bytes))
+        grant_at = max(1, window_bytes // LIVE_GRANT_PARTS)
 
         async def items() -> AsyncIterator[ev.LiveReceived | ev.LiveSealedReceived]:
+            taken = 0  # frame bytes taken and not yet given back
             while True:
                 event = await queue.get()
                 if isinstance(event, ev.LiveReceived | ev.LiveSealedReceived):
-                    self.connection.grant(request_id, event.frame_bytes)
-                    self.session.flush()
+                    taken += event.frame_bytes
+                    if taken >= grant_at:
+                        self.connection.grant(request_id, taken)
+                        self.session.flush()
+                        taken = 0
                     yield event
                 elif isinstance(event, ev.StreamEnded):
                     return

@@ -295,6 +295,26 @@ async def test_live_keeps_flowing_while_a_transfer_runs(tmp_path: Path) -> None:
         assert not cam_a.source.live_watched  # the last viewer left: batches again
 
 
+async def test_live_credit_goes_back_a_quarter_window_at_a_time(tmp_path: Path) -> None:
+    """The central gives a live stream's credit back once a quarter of the window was taken,
+    not packet by packet (one Credit per packet cost both ends a message each): the site's
+    credit dips by up to a quarter and comes back, and the stream runs on well past the
+    window."""
+    window = 16 * 1024
+    async with running_link_site(tmp_path) as site, dial(site) as client:
+        await site.wait_for_chunks("cam-a", "lq", 1)
+        async with client.live("cam-a", "lq", window_bytes=window) as packets:
+            request_id = client.connection.new_request_id() - 1  # the live request's
+            taken = 0
+            lowest = window
+            while taken < 3 * window:  # stalls here if no credit came back
+                batch = await asyncio.wait_for(anext(packets), 10)
+                taken += batch.frame_bytes
+                lowest = min(lowest, client.connection.outstanding_credit(request_id))
+                assert client.connection.outstanding_credit(request_id) <= window
+    assert lowest < window - window // 8  # held back between grants, not given per packet
+
+
 async def slow_commit(accepted: AcceptedChunk) -> None:
     """A commit as slow as a synced write on a slow disk, so the transfer takes a while."""
     await asyncio.sleep(0.3)
