@@ -235,6 +235,7 @@ async def main(
     profile: Path | None,
     *,
     lq: str | None = None,
+    spread_gops: bool = False,
 ) -> int:
     counts = sorted(set(counts))
     results: list[Measured] = []
@@ -249,6 +250,7 @@ async def main(
             "--sites",
             str(sites),
             *(["--lq", lq] if lq else []),
+            *(["--spread-gops"] if spread_gops else []),
             log=directory / "sites.log",
         )
         fps = int(replay.info["fps"])
@@ -367,6 +369,12 @@ if __name__ == "__main__":
         help="the replayed reference stream, WIDTHxHEIGHT@FPS:KBPS (default 320x180@5:120; "
         "the agent's default LQ is 640x360@8:250)",
     )
+    parser.add_argument(
+        "--spread-gops",
+        action="store_true",
+        help="the cameras' keyframes spread over the GOP, as real cameras' are (default: all "
+        "in the same frame, the worst case)",
+    )
     arguments = parser.parse_args()
     if arguments.quick:
         arguments.streams, arguments.seconds, arguments.settle = [25, 100], 8.0, 2.0
@@ -379,6 +387,7 @@ if __name__ == "__main__":
                 arguments.settle,
                 arguments.profile_central,
                 lq=arguments.lq,
+                spread_gops=arguments.spread_gops,
             )
         )
     )

@@ -10,7 +10,9 @@ exist only in its configuration; their `LiveRelay` is fed here instead of by rec
 Every camera publishes the clip's packets (bench/lq_clip.py) in real time with fresh
 timestamps: pts and dts counting on, the wall clock at publication, and the same wall time
 inside the packet (bench/wall_stamp.py) for latency measurements. Cameras are spread evenly
-over the frame interval, so the sites send a steady flow rather than bursts. Each one-second
+over the frame interval, so the sites send a steady flow rather than bursts; they all start
+at the clip's first keyframe, so their keyframes and seals come in the same frame (the worst
+case), unless `--spread-gops` starts camera k k frames late (modulo the GOP). Each one-second
 GOP is sealed as the agent seals a stored chunk (numbered, chained, SHA-256, Ed25519) and
 its seal published after the next keyframe, as the agent's recorder does, so the central can
 record the stream from the relay. Nothing is stored.
@@ -133,9 +135,17 @@ class ReplayedCamera:
         self._chunk: list[MediaPacket] = []
         self._seq = 0
         self._prev_hash = GENESIS_HASH
+        self._silent_frames = 0
         relay.set_codec(device_id, STREAM, clip.codec)
 
+    def start_after(self, frames: int) -> None:
+        """Publish nothing for the first `frames` frames (a camera switched on later)."""
+        self._silent_frames = frames
+
     def publish_next(self, wall_ns: int) -> None:
+        if self._silent_frames > 0:
+            self._silent_frames -= 1
+            return
         clip = self._clip
         source = clip.packets[self._index % len(clip.packets)]
         ticks = clip.frame_ticks
@@ -285,6 +295,12 @@ def _write_config(directory: Path, text: str) -> AgentConfig:
     return load_agent_config(config_path)
 
 
+def gop_frames(clip: LqClip) -> int:
+    """Frames from one keyframe of the clip to the next (the whole clip if it has one)."""
+    keyframes = [i for i, packet in enumerate(clip.packets) if packet.keyframe]
+    return keyframes[1] - keyframes[0] if len(keyframes) > 1 else len(clip.packets)
+
+
 def device_ids(count: int, sites: int) -> list[list[str]]:
     """`count` camera ids, dealt out to `sites` sites in turn (cam-0001 to site 0, ...)."""
     names = [f"cam-{n:04d}" for n in range(1, count + 1)]
@@ -337,6 +353,7 @@ async def main(
     shop: bool = False,
     idle: bool = False,
     first_index: int = 0,
+    spread_gops: bool = False,
 ) -> int:
     clock = SystemClock()
     clip = None if idle else await asyncio.to_thread(encode_clip, lq)
@@ -378,6 +395,10 @@ async def main(
                 for d in s.devices
             ]
             cameras.sort(key=lambda c: c.device_id)  # neighbours in time are on different sites
+            if spread_gops:
+                gop = gop_frames(clip)
+                for number, camera in enumerate(cameras):
+                    camera.start_after(number % gop)
             replaying = asyncio.create_task(Replayer(cameras, fps=clip.fps, clock=clock).run())
             await stop.wait()
             replaying.cancel()
@@ -403,6 +424,12 @@ if __name__ == "__main__":
     parser.add_argument("--first-index", type=int, default=0, help="number of the first site")
     parser.add_argument("--idle", action="store_true", help="the cameras publish nothing")
     parser.add_argument(
+        "--spread-gops",
+        action="store_true",
+        help="cameras start one frame apart, so their keyframes (and seals) spread over the "
+        "GOP as real cameras' do, instead of all at once",
+    )
+    parser.add_argument(
         "--nice", type=int, default=0, help="lower this process's priority by this much"
     )
     parser.add_argument(
@@ -421,6 +448,7 @@ if __name__ == "__main__":
                 shop=arguments.shop,
                 idle=arguments.idle,
                 first_index=arguments.first_index,
+                spread_gops=arguments.spread_gops,
             )
         )
     )
