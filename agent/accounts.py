@@ -115,9 +115,7 @@ class Accounts:
         too_long = len(username) > MAX_USERNAME_CHARS or len(password) > MAX_PASSWORD_CHARS
         stored = user.password_hash if user is not None else self._dummy_hash
         async with self._verifications:
-            matches = await asyncio.to_thread(
-                verify_password, "" if too_long else password, stored
-            )
+            matches = await asyncio.to_thread(verify_password, "" if too_long else password, stored)
         if user is None or too_long or not matches:
             raise LoginRefused()
         self._throttle.succeeded(attempt)

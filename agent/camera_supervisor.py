@@ -32,6 +32,7 @@ from shared.media import CodecConfig, MediaPacket
 
 _log = logging.getLogger(__name__)
 
+
 class CameraSupervisor:
     """Runs one `CameraSource` for one device until cancelled (see module doc)."""
 

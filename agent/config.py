@@ -313,9 +313,7 @@ def _link(table: Table, usernames: set[str]) -> LinkSettings:
                 "central_url", f"must be an http:// or https:// URL with a host, not {url!r}"
             )
         if token is None or not 16 <= len(token) <= 256:
-            raise table.error(
-                "enrolment_token", "is required with central_url (16-256 characters)"
-            )
+            raise table.error("enrolment_token", "is required with central_url (16-256 characters)")
         if account is None:
             raise table.error("account", "is required with central_url: one of the [[users]]")
         if account not in usernames:

@@ -80,9 +80,7 @@ class SiteAdvertiser:
 
     async def start(self) -> None:
         """Probe for the name, then announce (about two seconds; a conflict renames)."""
-        announced = await self._zeroconf.async_register_service(
-            self._info, allow_name_change=True
-        )
+        announced = await self._zeroconf.async_register_service(self._info, allow_name_change=True)
         await announced
         self._registered = True
 

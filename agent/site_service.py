@@ -289,9 +289,7 @@ class SiteService:
     async def deleted_until(self, hold: Hold) -> int | None:
         """Where the site's retention had deleted the held stream up to, if that reaches
         into the hold's range (those recordings are gone: no hold brings them back)."""
-        horizon = await self._in_thread(
-            self._store.retention_horizon, hold.device_id, hold.stream
-        )
+        horizon = await self._in_thread(self._store.retention_horizon, hold.device_id, hold.stream)
         if horizon is None or horizon.end_ns <= hold.start_ns:
             return None
         return horizon.end_ns

@@ -105,9 +105,7 @@ class ThreadHandoff(Generic[T]):
             return not self._closed
         with self._space:
             while (
-                self._pending
-                and self._pending + len(items) > self._capacity
-                and not self._closed
+                self._pending and self._pending + len(items) > self._capacity and not self._closed
             ):
                 self._space.wait()
             if self._closed:

@@ -76,9 +76,7 @@ def _site_list_json(catalog: Catalog, view_of: ViewOf) -> bytes:
     return json.dumps({"sites": listed}).encode()
 
 
-def _site_page_json(
-    catalog: Catalog, view_of: ViewOf, after: str | None, limit: int
-) -> bytes:
+def _site_page_json(catalog: Catalog, view_of: ViewOf, after: str | None, limit: int) -> bytes:
     """One page of the site list in the complete list's order (as added), each site with
     its count of present devices, and the `next` of the page after (blocking)."""
     try:

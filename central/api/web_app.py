@@ -139,9 +139,7 @@ def _refusal(exc: Exception) -> Refusal | None:
     return None
 
 
-_json_errors = json_errors(
-    _refusal, max_body_bytes=CLIENT_MAX_SIZE, log=_log, who="the central"
-)
+_json_errors = json_errors(_refusal, max_body_bytes=CLIENT_MAX_SIZE, log=_log, who="the central")
 
 
 @web.middleware

@@ -779,9 +779,7 @@ class SqliteCatalog:
 
     def set_rule_last_queued(self, rule_id: str, end_ns: int) -> RetrievalRule:
         with self._writing() as db:
-            return retrieval_rules.set_last_queued(
-                db, rule_id, end_ns, now_ns=self._clock.now_ns()
-            )
+            return retrieval_rules.set_last_queued(db, rule_id, end_ns, now_ns=self._clock.now_ns())
 
     # --- internals -----------------------------------------------------------------------
 

@@ -93,9 +93,7 @@ async def recorded_central(
         for camera in cameras:
             await site.wait_for_chunks(camera, "lq", CHUNKS_PER_STREAM)
             await site.wait_for_chunks(camera, "hq", CHUNKS_PER_STREAM)
-            spans.append(
-                await asyncio.to_thread(copy_recordings, site, central.node.store, camera)
-            )
+            spans.append(await asyncio.to_thread(copy_recordings, site, central.node.store, camera))
         start_ns, end_ns = spans[0]
         yield RecordedCentral(
             central,

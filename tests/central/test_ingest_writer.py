@@ -47,10 +47,7 @@ async def central(tmp_path: Path) -> AsyncIterator[Central]:
 def _streams(count: int, chunks_each: int) -> list[list[SignedChunk]]:
     factory = ChunkFactory(SiteSigner.generate(), site_id="site-a")
     return [
-        [
-            factory.make(start_ns=T0_NS + i * 2 * S, device_id=f"cam-{n}")
-            for i in range(chunks_each)
-        ]
+        [factory.make(start_ns=T0_NS + i * 2 * S, device_id=f"cam-{n}") for i in range(chunks_each)]
         for n in range(count)
     ]
 

@@ -398,7 +398,5 @@ async def test_records_are_read_back_whole_and_malformed_ones_are_not(tmp_path: 
             {**good, "created_ns": None},
         ]:
             bad_id = await asyncio.to_thread(write, malformed)
-            status, refused = await central.call(
-                "GET", f"/exports/{bad_id}/files/{quoted}/media"
-            )
+            status, refused = await central.call("GET", f"/exports/{bad_id}/files/{quoted}/media")
             assert status == 404, (malformed, refused)

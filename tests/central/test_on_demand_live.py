@@ -70,7 +70,6 @@ async def _central_with_live(tmp_path: Path, site: LinkSite) -> AsyncIterator[_C
     live = LiveFeeds(catalog, store, ingest, clock=clock, linger_s=LINGER_S)
     record = await add_dialled_site(catalog, site.port, site.identity.fingerprint)
     async with aiohttp.ClientSession() as http:
-
         connector = SiteConnector(
             record,
             catalog=catalog,

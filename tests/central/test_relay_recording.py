@@ -336,9 +336,7 @@ async def test_manual_stores_only_between_start_and_stop(tmp_path: Path) -> None
         # pre-buffer (for a trigger that would come late) until they are too old. Every seal
         # went through the gate: a chunk joined in the middle of as the span of a missed one.
         assert status.chunks_not_wanted >= 2
-        assert status.chunks_not_wanted + status.chunks_pre_buffered + len(seqs) == len(
-            tap.seals
-        )
+        assert status.chunks_not_wanted + status.chunks_pre_buffered + len(seqs) == len(tap.seals)
 
 
 async def test_under_a_triggered_rule_a_missed_chunk_is_a_hole_where_the_rule_wants_it(
@@ -380,9 +378,7 @@ async def test_under_a_triggered_rule_a_missed_chunk_is_a_hole_where_the_rule_wa
             recording.manual_stop()
             await until(lambda: len(tap.seals) >= 9, "the second lost packet's seal")
             second_lost = tap.seals[7].seq
-            assert f"missed chunk seq {second_lost}" in "\n".join(
-                recording.status.recent_problems
-            )
+            assert f"missed chunk seq {second_lost}" in "\n".join(recording.status.recent_problems)
         assert [hole.seq for hole in holes] == [first_lost]
         assert (holes[0].start_ns, holes[0].end_ns) == (
             tap.seals[2].start_ns,

@@ -312,6 +312,7 @@ async def test_what_the_central_missed_while_the_link_was_down_is_retrieved(
         await line.up()
         await _site_until(central, site_id, lambda state: state == "online")
         jobs = await reconnect_jobs_once_ended(central, timeout_s=WAIT_S)
+
         # One job for the outage; a chunk the new live stream joined mid-way may add a small
         # one of its own (a missed live chunk is fetched too).
         def span_ns(j: dict[str, Any]) -> int:

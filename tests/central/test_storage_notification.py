@@ -103,7 +103,6 @@ async def _central_of(
     assert isinstance(catalog, _ClearNotingCatalog)
     record = await add_dialled_site(catalog, site_port, fingerprint)
     async with aiohttp.ClientSession() as http:
-
         connector = SiteConnector(
             record,
             catalog=catalog,

@@ -424,9 +424,7 @@ enabled = false
 
         # The installer sets the main profile to 480x272: the camera restarts with it.
         rtsp_server.stop()
-        reconfigured = RtspServerProcess(
-            rtsp_server.port, audio=True, hq_profile="480x272@15:400"
-        )
+        reconfigured = RtspServerProcess(rtsp_server.port, audio=True, hq_profile="480x272@15:400")
         reconfigured.start()
         try:
             notice = await _hardware_notice(central, site_id)

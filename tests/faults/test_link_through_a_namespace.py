@@ -99,9 +99,7 @@ async def _cut_and_resume(
     link = await next_link()
     # Resume until a pass brings nothing new (the last chunk of the range may still have
     # been open when a pass began).
-    while (
-        await link.transfer(expectation, copy.cursor, 0, end_ns, commit=copy.commit)
-    ).chunks:
+    while (await link.transfer(expectation, copy.cursor, 0, end_ns, commit=copy.commit)).chunks:
         pass
     return copy, link
 

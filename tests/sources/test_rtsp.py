@@ -80,9 +80,7 @@ async def test_a_refused_connection_names_the_url_without_the_password(reader: s
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     url = f"rtsp://admin:Sup3rSecret@127.0.0.1:{port}/hq"
-    camera = RtspCamera(
-        url, clock=SystemClock(), open_timeout_s=3, read_timeout_s=2, reader=reader
-    )
+    camera = RtspCamera(url, clock=SystemClock(), open_timeout_s=3, read_timeout_s=2, reader=reader)
     with pytest.raises(SourceUnavailable) as caught:
         await camera.open()
     await camera.close()

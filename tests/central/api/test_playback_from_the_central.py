@@ -211,9 +211,7 @@ async def test_a_half_held_span_takes_only_the_other_half_from_the_site(
         metas = await _site_chunks(site, "hq", 6)
         held, missing = metas[1:3], metas[3:5]
         await _retrieve(central, ids["cam-a"], held[0].header.start_ns, held[-1].header.end_ns)
-        assert [c.seq for c in await _central_chunks(central, site, "hq")] == [
-            c.seq for c in held
-        ]
+        assert [c.seq for c in await _central_chunks(central, site, "hq")] == [c.seq for c in held]
         start_ns, end_ns = held[0].header.start_ns, missing[-1].header.end_ns
 
         texts, runs = await _play(central, ids["cam-a"], start_ns, end_ns)
@@ -227,9 +225,7 @@ async def test_a_half_held_span_takes_only_the_other_half_from_the_site(
         assert len(runs) == 1
         assert await _frames(runs[0], tmp_path / "half.mp4") == _pictures(held + missing)
         # What came from the site was played, not stored.
-        assert [c.seq for c in await _central_chunks(central, site, "hq")] == [
-            c.seq for c in held
-        ]
+        assert [c.seq for c in await _central_chunks(central, site, "hq")] == [c.seq for c in held]
 
 
 async def test_the_central_lq_is_untouched_by_retrieval_and_plays_with_hq_offline(

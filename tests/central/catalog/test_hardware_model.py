@@ -56,9 +56,7 @@ Listing = dict[str, tuple[str, str, tuple[StreamInfo, ...]]]
 renames = st.dictionaries(st.sampled_from(REMOTE_IDS), st.sampled_from(["Till", "Gate"]))
 device_list = _device_lists(STREAM_SETS)
 rounds = st.lists(st.tuples(device_list, renames), min_size=1, max_size=6)
-format_rounds = st.lists(
-    st.tuples(_device_lists(FORMAT_SETS), renames), min_size=1, max_size=6
-)
+format_rounds = st.lists(st.tuples(_device_lists(FORMAT_SETS), renames), min_size=1, max_size=6)
 
 
 @dataclass

@@ -46,9 +46,7 @@ def _all_pages_of_devices(
 
 
 @pytest.mark.parametrize("limit", [1, 2, 3, 7, 100])
-def test_pages_of_devices_join_into_the_complete_list(
-    catalog: SqliteCatalog, limit: int
-) -> None:
+def test_pages_of_devices_join_into_the_complete_list(catalog: SqliteCatalog, limit: int) -> None:
     sites = _sites_with_devices(catalog)
     assert _all_pages_of_devices(catalog, limit) == catalog.devices()
     assert _all_pages_of_devices(catalog, limit, present_only=True) == catalog.devices(

@@ -136,9 +136,7 @@ async def proxied_run(
     run: ProxiedRun | None = None
     try:
         async with running_central(tmp_path / "central", links_toml=LINKS_TOML) as central:
-            proxy = ObservedProxy(
-                site.port, history, latency_s=latency_s, slice_bytes=slice_bytes
-            )
+            proxy = ObservedProxy(site.port, history, latency_s=latency_s, slice_bytes=slice_bytes)
             await proxy.start()
             try:
                 added = await add_site(

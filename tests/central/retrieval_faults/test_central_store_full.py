@@ -260,7 +260,6 @@ async def test_a_job_without_room_pauses_keeps_its_chunks_and_resumes_when_room_
             assert len(kept) == expected  # what B brought now follows retention
 
 
-
 async def test_room_freed_without_a_job_ending_is_found_by_the_retry_timer(
     tmp_path: Path,
 ) -> None:

@@ -271,9 +271,9 @@ def _check_cli_output(
     assert lines[0].startswith(f"retrieval {second_id}: "), result
     assert all(run.added.devices[d] in lines[0] for d in DEVICES), result
     second_bytes = sum(p["bytes"] for p in second["progress"])
-    assert any(
-        "100.0%" in line and f"  {format_size(second_bytes)}  " in line for line in lines
-    ), result
+    assert any("100.0%" in line and f"  {format_size(second_bytes)}  " in line for line in lines), (
+        result
+    )
     assert lines[-1] == f"retrieval {second_id} completed: {chunks_so_far(second)} chunks", result
 
 

@@ -74,9 +74,7 @@ async def test_a_job_resumes_from_its_cursors_after_the_central_is_killed(
             span = await recorded_span(site.store, DEVICES, SPAN_CHUNKS)
             await set_cap(api, added.site_id, CAP_BPS)
             job_id = await create_job(api, [added.devices[d] for d in DEVICES], span)
-            before = await job_until(
-                api, job_id, lambda job: chunks_so_far(job) >= 2, every_s=0.02
-            )
+            before = await job_until(api, job_id, lambda job: chunks_so_far(job) >= 2, every_s=0.02)
             assert before["state"] != "completed", before
             child.kill()
             history.cut("the central was killed (SIGKILL)")
@@ -116,9 +114,7 @@ async def test_a_job_completes_after_the_site_and_the_central_are_killed_togethe
             await _serving(agent, port, fingerprint)
             site_store = await asyncio.to_thread(open_read_only, config)  # the agent writes it
             async with central_child(central_config) as (child, api):
-                added = await add_site(
-                    api, address="127.0.0.1", port=port, fingerprint=fingerprint
-                )
+                added = await add_site(api, address="127.0.0.1", port=port, fingerprint=fingerprint)
                 span = await recorded_span(site_store, DEVICES, SPAN_CHUNKS)
                 await set_cap(api, added.site_id, CAP_BPS)
                 job_id = await create_job(api, [added.devices[d] for d in DEVICES], span)
