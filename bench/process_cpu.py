@@ -24,6 +24,19 @@ def process_cpu_s(pid: int) -> float:
     return _stat_cpu_s(Path(f"/proc/{pid}/stat"))
 
 
+def process_tree_cpu_s(pid: int) -> float:
+    """User + system CPU seconds so far of process `pid` and of its running descendants
+    (a child that ends meanwhile is left out)."""
+    total = _stat_cpu_s(Path(f"/proc/{pid}/stat"))
+    for task in os.listdir(f"/proc/{pid}/task"):
+        for child in Path(f"/proc/{pid}/task/{task}/children").read_text().split():
+            try:
+                total += process_tree_cpu_s(int(child))
+            except OSError:  # it ended meanwhile
+                continue
+    return total
+
+
 def main_thread_cpu_s(pid: int) -> float:
     """User + system CPU seconds of the main thread of process `pid` (where an asyncio
     program runs its event loop), so far."""

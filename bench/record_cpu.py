@@ -42,7 +42,6 @@ Goal: live-camera ratio (steady state) at most 1.2.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import shutil
@@ -54,6 +53,8 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+from process_cpu import process_tree_cpu_s
 
 GOAL_RATIO = 1.2
 REPO = Path(__file__).resolve().parent.parent
@@ -164,7 +165,7 @@ def ffmpeg_startup_cpu_s(media: Path, rounds: int = 3) -> float:
 
 def _cpu_of(process: subprocess.Popen[str]) -> tuple[float, str]:
     """Wait for `process`; its CPU seconds (user + system) and its output."""
-    _pid, _status, usage = __import__("os").wait4(process.pid, 0)
+    _pid, _status, usage = os.wait4(process.pid, 0)
     output = process.stdout.read() if process.stdout else ""
     return usage.ru_utime + usage.ru_stime, output
 
@@ -299,19 +300,6 @@ def run_live(
     return ffmpeg_best, agent_best, floor_best, agent_threads
 
 
-def _tree_cpu_s(pid: int) -> float:
-    """CPU seconds so far (user + system) of process `pid` and its running descendants."""
-    tick = os.sysconf("SC_CLK_TCK")
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    total = (int(fields[11]) + int(fields[12])) / tick
-    for task in os.listdir(f"/proc/{pid}/task"):
-        children = Path(f"/proc/{pid}/task/{task}/children").read_text().split()
-        for child in children:
-            with contextlib.suppress(OSError):  # it ended meanwhile
-                total += _tree_cpu_s(int(child))
-    return total
-
-
 def _steady_cpu_per_min(command: list[str], warm_s: float, span_s: float) -> float:
     """CPU-s per minute of `command` (and its children) recording the live camera, over
     `span_s` seconds that start `warm_s` after it was started: start-up and probing are
@@ -319,9 +307,9 @@ def _steady_cpu_per_min(command: list[str], warm_s: float, span_s: float) -> flo
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL)
     try:
         time.sleep(warm_s)
-        before_s, started = _tree_cpu_s(process.pid), time.monotonic()
+        before_s, started = process_tree_cpu_s(process.pid), time.monotonic()
         time.sleep(span_s)
-        after_s, ended = _tree_cpu_s(process.pid), time.monotonic()
+        after_s, ended = process_tree_cpu_s(process.pid), time.monotonic()
     finally:
         process.terminate()
         process.wait()
