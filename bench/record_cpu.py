@@ -42,6 +42,7 @@ Goal: live-camera ratio (steady state) at most 1.2.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -51,6 +52,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -244,12 +246,10 @@ def _record_live(url: str, store: Path, seconds: int, reader: str) -> dict[str, 
     return result
 
 
-def run_live(
-    work: Path, seconds: int, *, startup_s: float, rounds: int = 2
-) -> tuple[float, dict[str, float], float, dict[str, dict[str, float]]]:
-    """ffmpeg, the agent (with each RTSP reader) and the minimal recorder each record a live
-    RTSP camera, one after the other, `rounds` times; the best CPU-s per minute of stored
-    video of each (ffmpeg, agent by reader, floor), and the agent's best run per thread."""
+@contextlib.contextmanager
+def live_camera() -> Iterator[str]:
+    """A real RTSP camera (the GStreamer test server) on loopback, 1080p25 noise at
+    4 Mbit/s; its main profile's URL."""
     sys.path.insert(0, str(REPO))
     from tests.rtsp_server import RtspServerProcess, system_python_has_gi  # noqa: PLC0415
 
@@ -263,11 +263,22 @@ def run_live(
     # evening were measured so).
     server = RtspServerProcess(port, hq_profile="1920x1080@25:4000", pattern="snow")
     server.start()
+    try:
+        yield server.url("/hq")
+    finally:
+        server.stop()
+
+
+def run_live(
+    work: Path, seconds: int, *, startup_s: float, rounds: int = 2
+) -> tuple[float, dict[str, float], float, dict[str, dict[str, float]]]:
+    """ffmpeg, the agent (with each RTSP reader) and the minimal recorder each record a live
+    RTSP camera, one after the other, `rounds` times; the best CPU-s per minute of stored
+    video of each (ffmpeg, agent by reader, floor), and the agent's best run per thread."""
     ffmpeg_best = floor_best = float("inf")
     agent_best: dict[str, float] = {}
     agent_threads: dict[str, dict[str, float]] = {}
-    try:
-        url = server.url("/hq")
+    with live_camera() as url:
         for round_index in range(rounds):
             segments = work / f"segments-live-{round_index}"
             segments.mkdir()
@@ -295,8 +306,6 @@ def run_live(
             floor_best = min(
                 floor_best, run_floor(url, work / f"store-floor-{round_index}", seconds)
             )
-    finally:
-        server.stop()
     return ffmpeg_best, agent_best, floor_best, agent_threads
 
 
@@ -321,18 +330,9 @@ def run_steady(
 ) -> tuple[list[float], list[float]]:
     """ffmpeg -c copy -f segment and the agent (default reader) on the live camera, one
     after the other, `rounds` times: each one's steady CPU-s per minute, by round."""
-    sys.path.insert(0, str(REPO))
-    from tests.rtsp_server import RtspServerProcess  # noqa: PLC0415
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    server = RtspServerProcess(port, hq_profile="1920x1080@25:4000", pattern="snow")
-    server.start()
     ffmpeg_runs: list[float] = []
     agent_runs: list[float] = []
-    try:
-        url = server.url("/hq")
+    with live_camera() as url:
         run_s = warm_s + span_s + 10  # outlasts the window; stopped once it is measured
         for round_index in range(rounds):
             segments = work / f"segments-steady-{round_index}"
@@ -360,8 +360,6 @@ def run_steady(
                     span_s,
                 )
             )
-    finally:
-        server.stop()
     return ffmpeg_runs, agent_runs
 
 
